@@ -1,0 +1,42 @@
+"""beam_infer: score data with TensorFlow SavedModels in Apache Beam pipelines.
+
+Example:
+    >>> import apache_beam as beam
+    >>> import beam_infer as bi
+    >>> spec = bi.ModelSpec(model_path="gs://bucket/models/five/1")
+    >>> with beam.Pipeline() as p:
+    ...     logs = (p | beam.io.ReadFromTFRecord("examples.tfrecord")
+    ...               | bi.RunInference(spec))
+"""
+
+from __future__ import annotations
+
+from beam_infer._config import BatchConfig, ModelSpec
+from beam_infer._errors import (
+    BeamInferError,
+    ConfigurationError,
+    InputError,
+    ModelLoadError,
+    ModelPathError,
+    SignatureError,
+    TagsError,
+)
+from beam_infer._handler import METRICS_NAMESPACE, SavedModelHandler
+from beam_infer._signatures import Operation
+from beam_infer._transform import RunInference
+
+__all__ = [
+    "METRICS_NAMESPACE",
+    "BatchConfig",
+    "BeamInferError",
+    "ConfigurationError",
+    "InputError",
+    "ModelLoadError",
+    "ModelPathError",
+    "ModelSpec",
+    "Operation",
+    "RunInference",
+    "SavedModelHandler",
+    "SignatureError",
+    "TagsError",
+]

@@ -1,0 +1,186 @@
+"""Explicit, frozen configuration: what model to serve and how to batch for it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from tfx_bsl.public.proto import model_spec_pb2
+
+from beam_infer._errors import ConfigurationError
+
+DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_TAGS = ("serve",)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BatchConfig:
+    """How elements are grouped into model calls; maps 1:1 onto ``beam.BatchElements``.
+
+    Unset fields keep Beam's defaults. Size bounds apply in batch and streaming; with
+    ``max_batch_duration_secs`` set, Beam buffers elements across bundles (a keyed,
+    stateful path) and flushes a batch at the latest after that many seconds, so a
+    streaming pipeline gets full batches under load and bounded latency when thin.
+
+    Example:
+        >>> BatchConfig(min_batch_size=8, max_batch_size=256, max_batch_duration_secs=0.05)
+    """
+
+    min_batch_size: int | None = None
+    max_batch_size: int | None = None
+    max_batch_duration_secs: float | None = None
+    target_batch_overhead: float | None = None
+    target_batch_duration_secs: float | None = None
+    variance: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("min_batch_size", "max_batch_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ConfigurationError(
+                    f"BatchConfig.{name} must be a positive integer; got {value!r}. "
+                    f"Pass a whole number of elements such as {name}=64, or leave it unset."
+                )
+        for name in ("max_batch_duration_secs", "target_batch_duration_secs"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigurationError(
+                    f"BatchConfig.{name} must be a positive number of seconds; got {value!r}."
+                )
+        if self.target_batch_overhead is not None and not 0 < self.target_batch_overhead <= 1:
+            raise ConfigurationError(
+                "BatchConfig.target_batch_overhead is a fraction of batch time in (0, 1]; "
+                f"got {self.target_batch_overhead!r}."
+            )
+        if self.variance is not None and self.variance < 0:
+            raise ConfigurationError(
+                f"BatchConfig.variance must be >= 0; got {self.variance!r}."
+            )
+        low, high = self.min_batch_size, self.max_batch_size
+        if low is not None and high is not None and low > high:
+            raise ConfigurationError(
+                f"BatchConfig.min_batch_size ({low}) is larger than max_batch_size ({high}); "
+                "make min_batch_size <= max_batch_size."
+            )
+
+    def batch_elements_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments for ``beam.BatchElements``: only the fields that are set."""
+        return {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if getattr(self, field.name) is not None
+        }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """What to serve: a SavedModel path, its signatures and tags, batching and sharing.
+
+    The same content as tfx-bsl's ``InferenceSpecType.saved_model_spec`` plus its
+    ``batch_parameters``, and what that proto cannot say: latency-bounded batching and
+    how the loaded model is shared on a machine.
+
+    Attributes:
+        model_path: A SavedModel directory on any Beam filesystem (local, ``gs://``, ...).
+        signature_names: Signatures to run. Empty means ``("serving_default",)``; several
+            classify/regress signatures mean one multi-inference call.
+        tags: The MetaGraph's tag set. Empty means ``("serve",)``.
+        batching: How elements are batched; see ``BatchConfig``.
+        share_across_processes: Load one copy per machine, shared by all SDK processes
+            (big models, GPUs) instead of one per process.
+        model_copies: With sharing on, how many copies per machine (e.g. one per GPU).
+
+    Example:
+        >>> spec = ModelSpec(model_path="gs://bucket/models/five/1",
+        ...                  batching=BatchConfig(max_batch_size=512))
+    """
+
+    model_path: str
+    signature_names: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    batching: BatchConfig = BatchConfig()
+    share_across_processes: bool = False
+    model_copies: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model_path, str) or not self.model_path:
+            raise ConfigurationError(
+                f"ModelSpec.model_path must be a non-empty path string; got {self.model_path!r}."
+            )
+        for name in ("signature_names", "tags"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
+                raise ConfigurationError(
+                    f"ModelSpec.{name} must be a tuple of non-empty strings; got {value!r}. "
+                    f'For one name write {name}=("{value if isinstance(value, str) else "..."}",).'
+                )
+            object.__setattr__(self, name, tuple(value))
+        if not isinstance(self.batching, BatchConfig):
+            raise ConfigurationError(
+                f"ModelSpec.batching must be a BatchConfig; got {type(self.batching).__name__}."
+            )
+        if self.model_copies is not None:
+            if isinstance(self.model_copies, bool) or not isinstance(self.model_copies, int) \
+                    or self.model_copies < 1:
+                raise ConfigurationError(
+                    f"ModelSpec.model_copies must be a positive integer; got {self.model_copies!r}."
+                )
+            if not self.share_across_processes:
+                raise ConfigurationError(
+                    "ModelSpec.model_copies only applies when the model is shared across "
+                    f"processes; got model_copies={self.model_copies} with "
+                    "share_across_processes=False. Set share_across_processes=True."
+                )
+
+    @property
+    def effective_signature_names(self) -> tuple[str, ...]:
+        return self.signature_names or (DEFAULT_SIGNATURE,)
+
+    @property
+    def effective_tags(self) -> tuple[str, ...]:
+        return self.tags or DEFAULT_TAGS
+
+    def replace(self, **changes: Any) -> ModelSpec:
+        """A copy with ``changes`` applied (e.g. another ``model_path``)."""
+        return dataclasses.replace(self, **changes)
+
+
+def as_model_spec(spec: ModelSpec | model_spec_pb2.InferenceSpecType) -> ModelSpec:
+    """Accepts our ``ModelSpec`` or tfx-bsl's ``InferenceSpecType`` and returns a ``ModelSpec``.
+
+    Raises:
+        ConfigurationError: the proto asks for a remote model or has no model path.
+    """
+    if isinstance(spec, ModelSpec):
+        return spec
+    if not isinstance(spec, model_spec_pb2.InferenceSpecType):
+        raise ConfigurationError(
+            "RunInference needs a beam_infer.ModelSpec or a tfx_bsl InferenceSpecType; "
+            f"got {type(spec).__name__}. Example: "
+            'bi.RunInference(bi.ModelSpec(model_path="/models/five"))'
+        )
+    kind = spec.WhichOneof("type")
+    if kind != "saved_model_spec":
+        raise ConfigurationError(
+            f"InferenceSpecType sets {kind or 'no model'}; beam_infer runs SavedModels in "
+            "process and needs saved_model_spec { model_path: ... }. To call a remote "
+            "endpoint use tfx_bsl.public.beam.RunInference."
+        )
+    saved = spec.saved_model_spec
+    batching = {
+        field.name: value
+        for field, value in spec.batch_parameters.ListFields()
+    }
+    return ModelSpec(
+        model_path=saved.model_path,
+        signature_names=tuple(saved.signature_name),
+        tags=tuple(saved.tag),
+        batching=BatchConfig(**_int_fields(batching)),
+    )
+
+
+def _int_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    ints = {"min_batch_size", "max_batch_size"}
+    return {name: int(v) if name in ints else float(v) for name, v in fields.items()}

@@ -1,0 +1,43 @@
+"""The exceptions beam_infer raises.
+
+Every error is a ``BeamInferError``; each message says what was wrong, what was
+received and how to fix it::
+
+    BeamInferError
+    ├── ConfigurationError (also ValueError)   raised while the pipeline is built
+    │   ├── ModelPathError                      no SavedModel at the path
+    │   ├── TagsError                           no MetaGraph with the requested tags
+    │   └── SignatureError                      unknown or unusable signature
+    ├── ModelLoadError (also RuntimeError)      a worker could not load the model
+    └── InputError (also ValueError)            an element the signature cannot take
+"""
+
+from __future__ import annotations
+
+
+class BeamInferError(Exception):
+    """Base class of every error beam_infer raises."""
+
+
+class ConfigurationError(BeamInferError, ValueError):
+    """The transform was configured wrongly; raised while the pipeline is built."""
+
+
+class ModelPathError(ConfigurationError):
+    """The model path is missing or holds no SavedModel."""
+
+
+class TagsError(ConfigurationError):
+    """The SavedModel has no MetaGraph with the requested tag set."""
+
+
+class SignatureError(ConfigurationError):
+    """A requested signature is missing or cannot be served."""
+
+
+class ModelLoadError(BeamInferError, RuntimeError):
+    """A worker failed to copy or load the SavedModel."""
+
+
+class InputError(BeamInferError, ValueError):
+    """An element cannot be fed to the model's signature."""

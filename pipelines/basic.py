@@ -1,0 +1,91 @@
+"""The seed's first pattern: TFRecord of Examples -> RunInference -> print the answers.
+
+With no flags it builds the ``y = 5x`` model and an input file under ``--work_dir``, so
+it runs anywhere::
+
+    python -m pipelines.basic
+    python -m pipelines.basic --model_path=gs://b/model --input=gs://b/in*.tfrecord \\
+        --runner=DataflowRunner --project=P --region=R --temp_location=gs://b/tmp
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Iterator, Sequence
+
+import apache_beam as beam
+import tensorflow as tf
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from tensorflow_serving.apis import prediction_log_pb2
+
+import beam_infer as bi
+from pipelines import models
+
+QUESTIONS = (105.0, 108.0, 1000.0, 1013.0)
+
+
+class PredictionProcessor(beam.DoFn):
+    """The seed's post-processing DoFn: ``input is [...] output is [...]``."""
+
+    def process(self, element: prediction_log_pb2.PredictionLog) -> Iterator[str]:
+        predict_log = element.predict_log
+        input_value = tf.train.Example.FromString(
+            predict_log.request.inputs["examples"].string_val[0])
+        output_value = predict_log.response.outputs["output_0"].float_val
+        yield (f"input is [{input_value.features.feature['x'].float_list.value}] "
+               f"output is {output_value}")
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work_dir", default=os.path.join("work", "basic"),
+                        help="Where the demo model and input are built when not given.")
+    parser.add_argument("--model_path", help="SavedModel path; default: build y = 5x.")
+    parser.add_argument("--input", help="TFRecord file pattern of tf.train.Example; "
+                                        "default: write the seed's four questions.")
+    parser.add_argument("--output", help="Text output prefix; default: <work_dir>/output.")
+    return parser.parse_known_args(argv)
+
+
+def prepare_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Builds the demo model and input under ``work_dir`` for flags left unset."""
+    os.makedirs(args.work_dir, exist_ok=True)
+    if not args.model_path:
+        args.model_path = models.ensure_multiplier_model(
+            os.path.join(args.work_dir, "five_model"), 5.0)
+    if not args.input:
+        args.input = models.write_examples(
+            os.path.join(args.work_dir, "questions.tfrecord"), QUESTIONS)
+    if not args.output:
+        args.output = os.path.join(args.work_dir, "output")
+    return args
+
+
+def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
+        test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
+    args, pipeline_args = parse_args(argv)
+    args = prepare_defaults(args)
+    options = PipelineOptions(pipeline_args)
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    spec = bi.ModelSpec(model_path=args.model_path)
+
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    lines = (
+        pipeline
+        | "ReadExamples" >> beam.io.ReadFromTFRecord(
+            args.input, coder=beam.coders.ProtoCoder(tf.train.Example))
+        | "RunInference" >> bi.RunInference(spec)
+        | "ProcessPredictions" >> beam.ParDo(PredictionProcessor())
+    )
+    _ = lines | "Print" >> beam.Map(print)
+    _ = lines | "WriteResults" >> beam.io.WriteToText(args.output, shard_name_template="")
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result
+
+
+if __name__ == "__main__":
+    logging.getLogger().setLevel(logging.WARNING)
+    run()

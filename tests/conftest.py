@@ -1,0 +1,50 @@
+"""Shared fixtures: real SavedModels built once per session, and a way to read outputs."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import dataclasses  # noqa: E402
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+from pipelines import models  # noqa: E402
+from tests import model_zoo  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Zoo:
+    """Paths of the session's SavedModels, one per kind users export."""
+
+    five: str  # the demo y = 5x, tf.Module, Example signature
+    ten: str
+    keras3_dense: str  # keras.Model.export(): float input
+    keras3_examples: str  # tf.Module holding Keras 3 layers, Example signature
+    tf_module: str  # tf.Module: serving_default, predict_two_outputs, serving_sequence
+    tf_keras: str  # tf-keras model.save() with the seed's serve_tf_examples_fn
+    tf1: str  # estimator-style TF1 export: classify, regress, predict, ...
+    tf1_gpu_tags: str  # TF1 export whose only MetaGraph has tags {serve, gpu}
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
+    root = tmp_path_factory.mktemp("zoo")
+    return Zoo(
+        five=models.build_multiplier_model(str(root / "five"), 5.0),
+        ten=models.build_multiplier_model(str(root / "ten"), 10.0),
+        keras3_dense=model_zoo.keras3_export(root / "keras3_dense"),
+        keras3_examples=model_zoo.keras3_export_examples(root / "keras3_examples"),
+        tf_module=model_zoo.tf_module_examples(
+            root / "tf_module", signatures=model_zoo.TF_MODULE_SIGNATURES),
+        tf_keras=model_zoo.tf_keras_examples(root / "tf_keras"),
+        tf1=model_zoo.tf1_estimator_style(root / "tf1"),
+        tf1_gpu_tags=model_zoo.tf1_with_extra_tags(root / "tf1_gpu"),
+    )
+
+
+@pytest.fixture
+def work_dir(tmp_path: pathlib.Path) -> pathlib.Path:
+    return tmp_path
