@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from apache_beam.metrics import Metrics
 from apache_beam.ml.inference import base
 from tfx_bsl.public.proto import model_spec_pb2
 
@@ -74,6 +75,9 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
     ) -> Iterable[PredictionLog]:
         if not batch:
             return []
+        size = model.take_size_report()
+        if size is not None:
+            Metrics.distribution(METRICS_NAMESPACE, "saved_model_byte_size").update(size)
         plan = self._plan
         first = plan.signatures[0]
         serialized = _encoding.serialize_examples(

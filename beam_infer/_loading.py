@@ -107,6 +107,8 @@ class LoadedModel:
                 f"tf.saved_model.load; restored: {sorted(self._root.signatures)}."
             )
         self._functions = {name: self._root.signatures[name] for name in signature_names}
+        self._size_bytes = _directory_size(local)
+        self._size_reported = False
         _LOG.info("Loaded %s (tags %s) from %s", model_path, list(tags), local)
 
     def run(self, signature_name: str, feeds: Mapping[str, np.ndarray | tf.Tensor]
@@ -114,6 +116,23 @@ class LoadedModel:
         """Calls one signature on a batch and returns its outputs as numpy arrays."""
         outputs = self._functions[signature_name](**feeds)
         return {alias: tensor.numpy() for alias, tensor in outputs.items()}
+
+
+    def take_size_report(self) -> int | None:
+        """The SavedModel's size on disk the first time it is asked for, then None.
+
+        Load-time metrics cannot be reported from Beam's ``setup``; the handler reports
+        this from the first batch instead, once per load.
+        """
+        if self._size_reported:
+            return None
+        self._size_reported = True
+        return self._size_bytes
+
+
+def _directory_size(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(folder, name))
+               for folder, _, names in os.walk(path) for name in names)
 
 
 def _first_line(error: BaseException) -> str:

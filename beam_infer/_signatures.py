@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 import posixpath
 
 import tensorflow as tf
@@ -79,7 +80,6 @@ class SignaturePlan:
         operation: The TF Serving API whose PredictionLog layout is produced.
         signatures: The signatures called, in the order they were asked for.
         input_alias: The alias of the one string input fed serialized examples.
-        input_tensor_name: The graph tensor behind it; multi-inference needs one shared.
     """
 
     operation: Operation
@@ -272,8 +272,13 @@ def _tensor_info(alias: str, info: meta_graph_pb2.TensorInfo) -> TensorInfo:
 
 
 def _list_children(path: str) -> list[str]:
+    """Names directly under ``path`` (folders too), for error messages."""
+    if FileSystems.get_scheme(path) in (None, "file"):
+        local = path.removeprefix("file://")
+        return sorted(os.listdir(local)) if os.path.isdir(local) else []
+    prefix = path.rstrip("/") + "/"
     try:
-        matches = FileSystems.match([posixpath.join(path, "*")])[0].metadata_list
+        matches = FileSystems.match([prefix + "**"])[0].metadata_list
     except Exception:  # noqa: BLE001 - only used to enrich an error message
         return []
-    return sorted({posixpath.basename(m.path.rstrip("/")) for m in matches})
+    return sorted({m.path[len(prefix):].split("/")[0] for m in matches} - {""})

@@ -6,13 +6,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import dataclasses  # noqa: E402
-import pathlib  # noqa: E402
+import dataclasses
+import pathlib
 
-import pytest  # noqa: E402
+import pytest
 
-from pipelines import models  # noqa: E402
-from tests import model_zoo  # noqa: E402
+from pipelines import models
+from tests import model_zoo
 
 
 @dataclasses.dataclass(frozen=True)
