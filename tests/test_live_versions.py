@@ -1,0 +1,104 @@
+"""A worker's served model follows its base path: swap, failed versions, half-written ones."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+
+import beam_infer as bi
+from pipelines import models
+from tests import model_zoo
+
+POLL = 0.3
+
+
+def publish(base: str, version: int, *, corrupt: bool = False, drop: tuple[str, ...] = ()
+            ) -> str:
+    """Builds version ``version`` (y = 5·version·x) aside, then moves it into ``base``."""
+    staging = os.path.join(os.path.dirname(base), f"staging-{version}")
+    models.build_multiplier_model(staging, 5.0 * version)
+    bi.write_warmup_requests(staging, model_zoo.make_examples([1.0]))
+    if corrupt:
+        data = os.path.join(staging, "variables", "variables.data-00000-of-00001")
+        size = os.path.getsize(data)
+        with open(data, "wb") as f:
+            f.write(b"\x7f" * size)
+    for name in drop:  # held aside, as if still being copied
+        held = os.path.join(os.path.dirname(base), f"held-{version}", *name.split("/"))
+        os.makedirs(os.path.dirname(held), exist_ok=True)
+        os.rename(os.path.join(staging, *name.split("/")), held)
+    target = os.path.join(base, str(version))
+    os.rename(staging, target)
+    return target
+
+
+def _answer(model, value: float = 1.0):
+    logs, events = model.infer([model_zoo.make_examples([value])[0].SerializeToString()])
+    response = logs[0].predict_log.response
+    return (response.model_spec.version.value, response.outputs["output_0"].float_val[0],
+            [(e.version, e.ok, e.swap, e.warmup_records) for e in events])
+
+
+def _wait_poll():
+    time.sleep(POLL + 0.05)
+
+
+@pytest.fixture
+def base(tmp_path) -> str:
+    path = str(tmp_path / "five")
+    os.makedirs(path)
+    publish(path, 1)
+    return path
+
+
+def test_new_version_serves_after_one_poll_interval(base):
+    model = bi.SavedModelHandler(
+        bi.ModelSpec(model_path=base, poll_interval_secs=POLL)).load_model()
+    assert _answer(model) == (1, 5.0, [(1, True, False, 1)])
+    publish(base, 2)
+    assert _answer(model)[:2] == (1, 5.0)  # the interval has not passed yet
+    _wait_poll()
+    assert _answer(model) == (2, 10.0, [(2, True, True, 1)])
+
+
+def test_corrupt_version_keeps_the_current_one_and_is_not_retried(base):
+    model = bi.SavedModelHandler(
+        bi.ModelSpec(model_path=base, poll_interval_secs=POLL)).load_model()
+    _answer(model)
+    publish(base, 3, corrupt=True)
+    _wait_poll()
+    assert _answer(model) == (1, 5.0, [(3, False, False, 0)])
+    _wait_poll()
+    assert _answer(model) == (1, 5.0, [])  # same files: no second attempt
+
+
+def test_half_written_version_waits_until_complete(base):
+    model = bi.SavedModelHandler(
+        bi.ModelSpec(model_path=base, poll_interval_secs=POLL)).load_model()
+    _answer(model)
+    target = publish(base, 2, drop=("variables/variables.index",))
+    _wait_poll()
+    assert _answer(model) == (1, 5.0, [])  # ignored, not a failure
+    shutil.move(os.path.join(os.path.dirname(base), "held-2", "variables", "variables.index"),
+                os.path.join(target, "variables", "variables.index"))
+    _wait_poll()
+    assert _answer(model) == (2, 10.0, [(2, True, True, 1)])
+
+
+def test_first_load_falls_back_to_an_older_allowed_version(base):
+    publish(base, 2, corrupt=True)
+    spec = bi.ModelSpec(model_path=base, poll_interval_secs=POLL,
+                        version_policy=bi.VersionPolicy.latest(2))
+    model = bi.SavedModelHandler(spec).load_model()
+    assert _answer(model) == (1, 5.0, [(2, False, False, 0), (1, True, False, 1)])
+
+
+def test_without_polling_the_build_time_version_serves_the_whole_job(base):
+    handler = bi.SavedModelHandler(bi.ModelSpec(model_path=base))
+    model = handler.load_model()
+    publish(base, 2)
+    time.sleep(0.1)
+    assert _answer(model)[:2] == (1, 5.0)
