@@ -96,6 +96,18 @@ class LoadedModel:
         self.model_path = model_path
         local = local_copy(model_path)
         try:
+            self._load(local, tags, signature_names)
+        except ModelLoadError:
+            if not is_local(model_path):  # a copy taken mid-upload must not be reused
+                shutil.rmtree(local, ignore_errors=True)
+            raise
+        self._size_bytes = _directory_size(local)
+        self._size_reported = False
+        _LOG.info("Loaded %s (tags %s) from %s", model_path, list(tags), local)
+
+    def _load(self, local: str, tags: Sequence[str], signature_names: Sequence[str]) -> None:
+        model_path = self.model_path
+        try:
             self._root = tf.saved_model.load(local, tags=list(tags))
         except Exception as e:
             raise ModelLoadError(
@@ -114,9 +126,6 @@ class LoadedModel:
         self._functions = {name: self._root.signatures[name] for name in signature_names}
         self.warmup_records = _warmup.replay(
             self._root, _warmup.read_warmup_records(local), model_path)
-        self._size_bytes = _directory_size(local)
-        self._size_reported = False
-        _LOG.info("Loaded %s (tags %s) from %s", model_path, list(tags), local)
 
     def run(self, signature_name: str, feeds: Mapping[str, np.ndarray | tf.Tensor]
             ) -> dict[str, np.ndarray]:

@@ -83,7 +83,7 @@ class ServingModel:
         self._events: list[LoadEvent] = []
         self._events_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
-        self._failed: dict[int, dict[str, int]] = {}  # version -> listing that failed
+        self._failed: dict[int, dict[str, tuple[int, float]]] = {}  # version -> listing that failed
         self._next_poll = 0.0
         if self._live:
             listing = _versions.complete_versions(self._base)
@@ -101,7 +101,7 @@ class ServingModel:
             version=number)
 
     def _load_first(self, candidates: Sequence[_versions.ModelVersion],
-                    listing: dict[int, dict[str, int]]) -> _Servable:
+                    listing: dict[int, dict[str, tuple[int, float]]]) -> _Servable:
         errors = []
         for candidate in candidates:
             try:
@@ -128,7 +128,7 @@ class ServingModel:
         return _Servable(model=model, plan=plan, version=version)
 
     def _record_failure(self, version: _versions.ModelVersion,
-                        listing: dict[int, dict[str, int]], error: Exception) -> None:
+                        listing: dict[int, dict[str, tuple[int, float]]], error: Exception) -> None:
         self._failed[version.version] = listing.get(version.version, {})
         _LOG.error("beam_infer: version %s of %s failed to load and will not serve "
                    "(retried only if its files change): %s", version.version, self._base, error)

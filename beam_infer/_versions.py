@@ -12,11 +12,11 @@ not atomic, so beam_infer checks what it can see from a file listing alone:
 * either there is no ``variables/`` folder (a model without variables), or
   ``variables/variables.index`` exists and is not empty, and every data shard
   ``variables.data-IIIII-of-NNNNN`` for I in 0..N-1 exists (N read from the shard names);
-* while a job is running, the version's listing (names and sizes) must also be unchanged
-  between two consecutive polls, so a file still growing is not picked up.
-
-A version that passes and still fails to load (e.g. corrupt bytes) is a load failure:
-reported, and the serving version stays (see ``_serving``).
+A version that passes and still fails to load (corrupt bytes, or a data file still being
+written) is a load failure: reported, and the serving version stays (see ``_serving``).
+It is tried again only when its listing (names, sizes, modification times) changes, so a
+copy that was caught mid-way is picked up once it finishes, and a corrupt one is not
+reloaded at every poll.
 """
 
 from __future__ import annotations
@@ -125,15 +125,19 @@ class ModelVersion:
     version: int | None = None
 
 
-def list_version_files(base_path: str) -> dict[int, dict[str, int]]:
-    """``{version: {relative file path: size}}`` for every numbered child of ``base_path``."""
+def list_version_files(base_path: str) -> dict[int, dict[str, tuple[int, float]]]:
+    """``{version: {relative path: (size, mtime)}}`` for every numbered child of the base.
+
+    The (size, mtime) pairs also fingerprint a version: a failed version is retried
+    only when its fingerprint changes.
+    """
     prefix = base_path.rstrip("/") + "/"
     try:
         matches = FileSystems.match([prefix + "**"])[0].metadata_list
     except Exception:  # noqa: BLE001 - an unreadable or empty base path has no versions
         return {}
     local_prefix = prefix.removeprefix("file://")
-    versions: dict[int, dict[str, int]] = {}
+    versions: dict[int, dict[str, tuple[int, float]]] = {}
     for metadata in matches:
         for known in (prefix, local_prefix):
             if metadata.path.startswith(known):
@@ -143,18 +147,20 @@ def list_version_files(base_path: str) -> dict[int, dict[str, int]]:
             continue
         head, _, rest = relative.partition("/")
         if head.isdigit() and rest and not rest.endswith("/"):
-            versions.setdefault(int(head), {})[rest] = metadata.size_in_bytes
+            versions.setdefault(int(head), {})[rest] = (
+                metadata.size_in_bytes, metadata.last_updated_in_seconds)
     return versions
 
 
-def is_complete(files: Mapping[str, int]) -> bool:
+def is_complete(files: Mapping[str, tuple[int, float]]) -> bool:
     """The completeness rule of the module docstring, on one version's file listing."""
-    if not any(files.get(name, 0) > 0 for name in _MODEL_FILES):
+    sizes = {name: state[0] for name, state in files.items()}
+    if not any(sizes.get(name, 0) > 0 for name in _MODEL_FILES):
         return False
-    variables = {name[len("variables/"):] for name in files if name.startswith("variables/")}
+    variables = {name[len("variables/"):] for name in sizes if name.startswith("variables/")}
     if not variables:
         return True
-    if files.get("variables/variables.index", 0) <= 0:
+    if sizes.get("variables/variables.index", 0) <= 0:
         return False
     shards = [_SHARD.match(name) for name in variables]
     totals = {int(m.group(2)) for m in shards if m}
@@ -165,7 +171,7 @@ def is_complete(files: Mapping[str, int]) -> bool:
     return present == set(range(total))
 
 
-def complete_versions(base_path: str) -> dict[int, dict[str, int]]:
+def complete_versions(base_path: str) -> dict[int, dict[str, tuple[int, float]]]:
     """The complete versions under ``base_path`` with their listings."""
     return {v: files for v, files in list_version_files(base_path).items()
             if is_complete(files)}

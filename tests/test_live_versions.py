@@ -11,6 +11,7 @@ import pytest
 import beam_infer as bi
 from pipelines import models
 from tests import model_zoo
+from tests.remote_fs import remote
 
 POLL = 0.3
 
@@ -21,8 +22,9 @@ def publish(base: str, version: int, *, corrupt: bool = False, drop: tuple[str, 
     staging = os.path.join(os.path.dirname(base), f"staging-{version}")
     models.build_multiplier_model(staging, 5.0 * version)
     bi.write_warmup_requests(staging, model_zoo.make_examples([1.0]))
-    if corrupt:
+    if corrupt:  # the good bytes are kept in good-<version> to repair it later
         data = os.path.join(staging, "variables", "variables.data-00000-of-00001")
+        shutil.copy(data, os.path.join(os.path.dirname(base), f"good-{version}"))
         size = os.path.getsize(data)
         with open(data, "wb") as f:
             f.write(b"\x7f" * size)
@@ -73,6 +75,20 @@ def test_corrupt_version_keeps_the_current_one_and_is_not_retried(base):
     assert _answer(model) == (1, 5.0, [(3, False, False, 0)])
     _wait_poll()
     assert _answer(model) == (1, 5.0, [])  # same files: no second attempt
+
+
+def test_repaired_version_on_a_remote_filesystem_is_retried_from_fresh_bytes(base):
+    model = bi.SavedModelHandler(
+        bi.ModelSpec(model_path=remote(base), poll_interval_secs=POLL)).load_model()
+    _answer(model)
+    target = publish(base, 2, corrupt=True)
+    _wait_poll()
+    assert _answer(model) == (1, 5.0, [(2, False, False, 0)])
+    time.sleep(0.01)  # a later modification time
+    shutil.copy(os.path.join(os.path.dirname(base), "good-2"),
+                os.path.join(target, "variables", "variables.data-00000-of-00001"))
+    _wait_poll()
+    assert _answer(model) == (2, 10.0, [(2, True, True, 1)])
 
 
 def test_half_written_version_waits_until_complete(base):

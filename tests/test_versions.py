@@ -31,18 +31,20 @@ def _score(spec: bi.ModelSpec, tmp_path, values=(1.0, 2.0)):
         "output_0"].float_val[0])
 
 
+def _complete(sizes: dict[str, int]) -> bool:
+    return _versions.is_complete({name: (size, 0.0) for name, size in sizes.items()})
+
+
 def test_completeness_rule_on_listings():
     full = {"saved_model.pb": 10, "variables/variables.index": 5,
             "variables/variables.data-00000-of-00002": 7,
             "variables/variables.data-00001-of-00002": 7}
-    assert _versions.is_complete(full)
-    assert _versions.is_complete({"saved_model.pb": 10})  # a model without variables
-    assert not _versions.is_complete({**full, "saved_model.pb": 0})  # still being written
-    assert not _versions.is_complete({k: v for k, v in full.items()
-                                      if k != "variables/variables.index"})
-    assert not _versions.is_complete({k: v for k, v in full.items()
-                                      if not k.endswith("00001-of-00002")})
-    assert not _versions.is_complete({k: v for k, v in full.items() if k != "saved_model.pb"})
+    assert _complete(full)
+    assert _complete({"saved_model.pb": 10})  # a model without variables
+    assert not _complete({**full, "saved_model.pb": 0})  # still being written
+    assert not _complete({k: v for k, v in full.items() if k != "variables/variables.index"})
+    assert not _complete({k: v for k, v in full.items() if not k.endswith("00001-of-00002")})
+    assert not _complete({k: v for k, v in full.items() if k != "saved_model.pb"})
 
 
 def test_batch_job_serves_the_newest_complete_version_and_logs_it(tmp_path):
