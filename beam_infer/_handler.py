@@ -89,7 +89,7 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
             signature_name=self._plan.signatures[0].name,
             accepts_sequence_examples=self._plan.operation is Operation.PREDICT,
         )
-        logs, events = model.infer(serialized)
+        logs, _, events = model.infer(serialized)
         for event in events:
             _report_load(event)
         return logs
@@ -148,5 +148,3 @@ def _report_load(event: LoadEvent) -> None:
         Metrics.counter(METRICS_NAMESPACE, "model_version_swaps").inc()
         Metrics.distribution(METRICS_NAMESPACE, "model_swap_load_latency_milli_secs").update(
             event.latency_ms)
-    if event.version is not None:
-        Metrics.gauge(METRICS_NAMESPACE, "serving_model_version").set(event.version)

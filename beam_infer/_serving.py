@@ -164,15 +164,21 @@ class ServingModel:
         finally:
             self._refresh_lock.release()
 
-    def infer(self, serialized: list[bytes]) -> tuple[list[PredictionLog], list[LoadEvent]]:
-        """Scores one batch with one version; returns its logs and loads since last call."""
+    def infer(self, serialized: list[bytes]
+              ) -> tuple[list[PredictionLog], int | None, list[LoadEvent]]:
+        """Scores one batch with one version.
+
+        Returns:
+            The logs, the version that scored them (None for a plain directory) and the
+            loads since the previous call.
+        """
         if self._live and time.monotonic() >= self._next_poll:
             self.refresh()
         servable = self._current
         logs = score(servable, serialized)
         with self._events_lock:
             events, self._events = self._events, []
-        return logs, events
+        return logs, servable.version.version, events
 
     def version(self) -> int | None:
         """The version serving now (None for a plain SavedModel directory)."""

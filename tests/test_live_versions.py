@@ -38,8 +38,9 @@ def publish(base: str, version: int, *, corrupt: bool = False, drop: tuple[str, 
 
 
 def _answer(model, value: float = 1.0):
-    logs, events = model.infer([model_zoo.make_examples([value])[0].SerializeToString()])
+    logs, version, events = model.infer([model_zoo.make_examples([value])[0].SerializeToString()])
     response = logs[0].predict_log.response
+    assert response.model_spec.version.value == version
     return (response.model_spec.version.value, response.outputs["output_0"].float_val[0],
             [(e.version, e.ok, e.swap, e.warmup_records) for e in events])
 

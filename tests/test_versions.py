@@ -102,6 +102,16 @@ def test_classify_logs_record_name_and_version(tmp_path):
     assert log.classify_log.request.model_spec.version.value == 4
 
 
+def test_multi_inference_results_record_name_and_version(tmp_path):
+    base = model_zoo.versioned(tmp_path / "tf1", model_zoo.tf1_estimator_style, versions=(2,))
+    handler = bi.SavedModelHandler(bi.ModelSpec(model_path=base,
+                                                signature_names=("classify", "regress")))
+    [log] = handler.run_inference(model_zoo.make_examples([1.0]), handler.load_model())
+    assert [(r.model_spec.name, r.model_spec.version.value, r.model_spec.signature_name)
+            for r in log.multi_inference_log.response.results] == \
+        [("tf1", 2, "classify"), ("tf1", 2, "regress")]
+
+
 def test_plain_directory_logs_leave_the_version_unset(zoo):
     handler = bi.SavedModelHandler(bi.ModelSpec(model_path=zoo.five))
     [log] = handler.run_inference(model_zoo.make_examples([1.0]), handler.load_model())
