@@ -3,13 +3,13 @@
 ``ServingModel`` is what ``SavedModelHandler.load_model`` returns and what Beam keeps in
 its shared handle. For a plain SavedModel directory it wraps one ``LoadedModel``. For a
 versioned base path with ``ModelSpec.poll_interval_secs`` it also does, per worker, what
-TF Serving's server core does per server: between batches, at most once per interval, it
-lists the base path; when the version policy prefers another complete version it loads
-and warms that version up *while the current one keeps serving other threads*, then
-swaps (availability-preserving). A batch is scored wholly by one version, so no element
-is lost or scored twice across a swap. A version that fails to load is logged, counted
-(``model_load_failures``) and not retried until its files change; the current version
-keeps serving.
+TF Serving's server core does per server: at most once per interval a batch starts a
+background look at the base path; when the version policy prefers another complete
+version, that thread loads it and replays its warm-up requests *while the current version
+keeps scoring every batch*, then swaps (availability-preserving: load before unload).
+A batch is scored wholly by one version, so no element is lost or scored twice across a
+swap. A version that fails to load is logged, counted (``model_load_failures``) and not
+retried until its files change; the current version keeps serving.
 
 Why here and not Beam's model-update side input: on the local runners a side input in the
 global window is read once (the BundleBasedDirectRunner blocks the main input until the
@@ -138,17 +138,27 @@ class ServingModel:
         with self._events_lock:
             self._events.append(event)
 
-    def refresh(self) -> None:
-        """Looks for a better version now; loads, warms up and swaps to it if one loads."""
+    def _refresh_logged(self) -> None:
+        try:
+            self.refresh()
+        except Exception:  # noqa: BLE001 - must not end serving; the next poll retries
+            _LOG.exception("beam_infer: looking for new versions of %s failed", self._base)
+
+    def refresh(self) -> bool:
+        """Looks for a better version now; loads, warms up and swaps to it if one loads.
+
+        Returns:
+            False if another refresh was already running (nothing was done).
+        """
         if not self._refresh_lock.acquire(blocking=False):
-            return  # another thread is loading; keep serving the current version
+            return False  # another thread is loading; keep serving the current version
         try:
             self._next_poll = time.monotonic() + (self._spec.poll_interval_secs or 0)
             listing = _versions.complete_versions(self._base)
             current = self._current.version.version
             for number in self._policy.allowed(listing):
                 if number == current:
-                    return
+                    return True
                 if self._failed.get(number) == listing[number]:
                     continue
                 candidate = self._version(number)
@@ -160,7 +170,8 @@ class ServingModel:
                 _LOG.warning("beam_infer: now serving version %s of %s (was %s)",
                              number, self._base, current)
                 self._current = servable  # the swap: one reference assignment
-                return
+                return True
+            return True
         finally:
             self._refresh_lock.release()
 
@@ -173,7 +184,11 @@ class ServingModel:
             loads since the previous call.
         """
         if self._live and time.monotonic() >= self._next_poll:
-            self.refresh()
+            # Look and load in the background: this batch and the ones after it are
+            # scored by the current version until the new one is loaded and warm.
+            self._next_poll = time.monotonic() + (self._spec.poll_interval_secs or 0)
+            threading.Thread(target=self._refresh_logged, name="beam_infer-refresh",
+                             daemon=True).start()
         servable = self._current
         logs = score(servable, serialized)
         with self._events_lock:
