@@ -163,3 +163,11 @@ def test_version_configuration_errors(build, message):
     with pytest.raises(bi.ConfigurationError) as error:
         build()
     assert str(error.value) == message
+
+
+def test_versioned_model_shared_across_processes_scores_through_the_proxy(tmp_path):
+    base = _versioned(tmp_path)
+    logs = _score(bi.ModelSpec(model_path=base, share_across_processes=True), tmp_path)
+    assert [(log.predict_log.response.model_spec.version.value,
+             log.predict_log.response.outputs["output_0"].float_val[0]) for log in logs] == \
+        [(2, 10.0), (2, 20.0)]
