@@ -61,6 +61,7 @@ class _Servable:
     model: LoadedModel
     plan: SignaturePlan
     version: _versions.ModelVersion
+    loaded: LoadEvent  # reported once the servable is in service
 
 
 class ServingModel:
@@ -92,6 +93,7 @@ class ServingModel:
         else:
             current = self._load(initial)
         self._current = current
+        self._report(current.loaded)
         self._next_poll = time.monotonic() + (spec.poll_interval_secs or 0)
 
     def _version(self, number: int) -> _versions.ModelVersion:
@@ -120,12 +122,12 @@ class ServingModel:
         spec = self._spec.replace(model_path=version.path)
         plan = plan_signatures(spec)
         model = LoadedModel(version.path, spec.effective_tags, [s.name for s in plan.signatures])
-        self._report(LoadEvent(
+        event = LoadEvent(
             version=version.version, ok=True,
             latency_ms=int((time.monotonic() - start) * 1000),
             warmup_records=model.warmup_records,
-            size_bytes=model.take_size_report() or 0, swap=swap))
-        return _Servable(model=model, plan=plan, version=version)
+            size_bytes=model.take_size_report() or 0, swap=swap)
+        return _Servable(model=model, plan=plan, version=version, loaded=event)
 
     def _record_failure(self, version: _versions.ModelVersion,
                         listing: dict[int, dict[str, tuple[int, float]]], error: Exception) -> None:
@@ -170,6 +172,7 @@ class ServingModel:
                 _LOG.warning("beam_infer: now serving version %s of %s (was %s)",
                              number, self._base, current)
                 self._current = servable  # the swap: one reference assignment
+                self._report(servable.loaded)
                 return True
             return True
         finally:

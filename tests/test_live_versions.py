@@ -9,33 +9,12 @@ import time
 import pytest
 
 import beam_infer as bi
-from pipelines import models
 from tests import model_zoo
+from tests.publishing import publish
 from tests.remote_fs import remote
 
 POLL = 0.3
 MANUAL = 600.0  # tests that call refresh() themselves keep batches from starting one
-
-
-def publish(base: str, version: int, *, corrupt: bool = False, drop: tuple[str, ...] = ()
-            ) -> str:
-    """Builds version ``version`` (y = 5·version·x) aside, then moves it into ``base``."""
-    staging = os.path.join(os.path.dirname(base), f"staging-{version}")
-    models.build_multiplier_model(staging, 5.0 * version)
-    bi.write_warmup_requests(staging, model_zoo.make_examples([1.0]))
-    if corrupt:  # the good bytes are kept in good-<version> to repair it later
-        data = os.path.join(staging, "variables", "variables.data-00000-of-00001")
-        shutil.copy(data, os.path.join(os.path.dirname(base), f"good-{version}"))
-        size = os.path.getsize(data)
-        with open(data, "wb") as f:
-            f.write(b"\x7f" * size)
-    for name in drop:  # held aside, as if still being copied
-        held = os.path.join(os.path.dirname(base), f"held-{version}", *name.split("/"))
-        os.makedirs(os.path.dirname(held), exist_ok=True)
-        os.rename(os.path.join(staging, *name.split("/")), held)
-    target = os.path.join(base, str(version))
-    os.rename(staging, target)
-    return target
 
 
 def _answer(model, value: float = 1.0):

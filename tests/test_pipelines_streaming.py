@@ -13,7 +13,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import streaming
-from tests.test_live_versions import publish
+from tests.publishing import publish
 
 
 def _lines(prefix: str) -> list[dict[str, float]]:
@@ -81,8 +81,12 @@ def test_thin_traffic_is_answered_within_the_batch_duration_bound(tmp_path):
     assert len(rows) >= 11
     _, distributions = _metrics(result)
     inference_ms = distributions["inference_batch_latency_micro_secs"].max / 1e3
-    # The bound the issue asks for, plus the local runner's hand-over between steps.
-    assert max(r["latency_ms"] for r in rows) <= bound_secs * 1e3 + inference_ms + 100
+    # The bound the issue asks for, plus the local runner's hand-over between steps
+    # (tens of ms, more when other jobs share the CPU). Without the bound, elements would
+    # wait for a batch of 64 or the end of the 3 s stream.
+    latencies = sorted(r["latency_ms"] for r in rows)
+    assert latencies[len(latencies) // 2] <= bound_secs * 1e3 + inference_ms
+    assert latencies[-1] <= bound_secs * 1e3 + inference_ms + 500
     # Thin traffic: nothing waits for a full batch.
     assert distributions["inference_request_batch_size"].max < 64
 
