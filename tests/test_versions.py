@@ -155,6 +155,8 @@ def test_policy_that_allows_no_present_version_fails_at_build(tmp_path):
     (lambda: bi.ModelSpec(model_path="/m", poll_interval_secs=0),
      "ModelSpec.poll_interval_secs must be a positive number of seconds; got 0. "
      "TF Serving polls every 1 s; 5 to 60 s suits a bucket."),
+    (lambda: bi.ModelSpec(model_path="/m", model_name=""),
+     "ModelSpec.model_name must be a non-empty string; got ''."),
     (lambda: bi.ModelSpec(model_path="/m", version_policy="latest"),
      "ModelSpec.version_policy must be a VersionPolicy; got str. "
      "Example: version_policy=VersionPolicy.latest(2)."),
