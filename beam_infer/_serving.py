@@ -88,8 +88,16 @@ class ServingModel:
         self._next_poll = 0.0
         if self._live:
             listing = _versions.complete_versions(self._base)
-            candidates = [self._version(v) for v in self._policy.allowed(listing)]
+            allowed = self._policy.allowed(listing)
+            # A worker that starts after a broken version landed must still serve: after
+            # the allowed versions, older complete ones are last resorts (logged).
+            rest = [v for v in sorted(listing, reverse=True) if v not in allowed]
+            candidates = [self._version(v) for v in allowed + rest]
             current = self._load_first(candidates or [initial], listing)
+            if current.version.version not in allowed:
+                _LOG.warning("beam_infer: no version of %s allowed by %s loads; serving "
+                             "version %s until one does", self._base,
+                             self._policy.describe(), current.version.version)
         else:
             current = self._load(initial)
         self._current = current
@@ -112,8 +120,8 @@ class ServingModel:
                 self._record_failure(candidate, listing, e)
                 errors.append(str(e))
         raise ModelLoadError(
-            f"no version of {self._base!r} allowed by {self._policy.describe()} could be "
-            f"loaded; tried {', '.join(str(c.version) for c in candidates)}: "
+            f"no complete version of {self._base!r} could be loaded (version policy "
+            f"{self._policy.describe()}); tried {', '.join(str(c.version) for c in candidates)}: "
             + " | ".join(errors)
         )
 

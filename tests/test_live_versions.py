@@ -102,6 +102,15 @@ def test_first_load_falls_back_to_an_older_allowed_version(base):
     assert _answer(model) == (1, 5.0, [(2, False, False, 0), (1, True, False, 1)])
 
 
+def test_worker_starting_after_a_broken_newest_version_serves_the_one_before(base):
+    publish(base, 2, corrupt=True)
+    model = bi.SavedModelHandler(
+        bi.ModelSpec(model_path=base, poll_interval_secs=MANUAL)).load_model()
+    assert _answer(model) == (1, 5.0, [(2, False, False, 0), (1, True, False, 1)])
+    assert model.refresh()
+    assert _answer(model) == (1, 5.0, [])  # v2 unchanged: not retried
+
+
 def test_without_polling_the_build_time_version_serves_the_whole_job(base):
     handler = bi.SavedModelHandler(bi.ModelSpec(model_path=base))
     model = handler.load_model()
