@@ -24,6 +24,8 @@ from beam_infer._errors import (
 from beam_infer._handler import METRICS_NAMESPACE, SavedModelHandler
 from beam_infer._signatures import Operation
 from beam_infer._transform import RunInference
+from beam_infer._versions import VersionPolicy
+from beam_infer._warmup import write_warmup_requests
 
 __all__ = [
     "METRICS_NAMESPACE",
@@ -39,4 +41,6 @@ __all__ = [
     "SavedModelHandler",
     "SignatureError",
     "TagsError",
+    "VersionPolicy",
+    "write_warmup_requests",
 ]

@@ -9,6 +9,7 @@ from typing import Any
 from tfx_bsl.public.proto import model_spec_pb2
 
 from beam_infer._errors import ConfigurationError
+from beam_infer._versions import VersionPolicy
 
 DEFAULT_SIGNATURE = "serving_default"
 DEFAULT_TAGS = ("serve",)
@@ -91,10 +92,18 @@ class ModelSpec:
         share_across_processes: Load one copy per machine, shared by all SDK processes
             (big models, GPUs) instead of one per process.
         model_copies: With sharing on, how many copies per machine (e.g. one per GPU).
+        model_name: The name PredictionLogs record in ``model_spec.name`` when
+            ``model_path`` is a versioned base path. Unset: the base path's last folder.
+        version_policy: For a versioned base path (numbered child folders, as TF
+            Serving's): which versions may serve. Unset: ``VersionPolicy.latest(1)``.
+        poll_interval_secs: For a versioned base path: how often a worker looks for a new
+            version between batches, then loads, warms up and switches to it. Unset: the
+            version chosen when the pipeline is built serves the whole job.
 
     Example:
         >>> spec = ModelSpec(model_path="gs://bucket/models/five/1",
         ...                  batching=BatchConfig(max_batch_size=512))
+        >>> live = ModelSpec(model_path="gs://bucket/models/five", poll_interval_secs=30)
     """
 
     model_path: str
@@ -103,6 +112,9 @@ class ModelSpec:
     batching: BatchConfig = BatchConfig()
     share_across_processes: bool = False
     model_copies: int | None = None
+    model_name: str | None = None
+    version_policy: VersionPolicy | None = None
+    poll_interval_secs: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_path, str) or not self.model_path:
@@ -133,6 +145,25 @@ class ModelSpec:
                     f"processes; got model_copies={self.model_copies} with "
                     "share_across_processes=False. Set share_across_processes=True."
                 )
+        if self.model_name is not None and (not isinstance(self.model_name, str)
+                                            or not self.model_name):
+            raise ConfigurationError(
+                f"ModelSpec.model_name must be a non-empty string; got {self.model_name!r}."
+            )
+        if self.version_policy is not None and not isinstance(self.version_policy,
+                                                              VersionPolicy):
+            raise ConfigurationError(
+                "ModelSpec.version_policy must be a VersionPolicy; got "
+                f"{type(self.version_policy).__name__}. Example: "
+                "version_policy=VersionPolicy.latest(2)."
+            )
+        value = self.poll_interval_secs
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not value > 0):
+            raise ConfigurationError(
+                "ModelSpec.poll_interval_secs must be a positive number of seconds; got "
+                f"{value!r}. TF Serving polls every 1 s; 5 to 60 s suits a bucket."
+            )
 
     @property
     def effective_signature_names(self) -> tuple[str, ...]:

@@ -14,9 +14,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference import base
 from tfx_bsl.public.proto import model_spec_pb2
 
-from beam_infer import _encoding, _prediction_log
+from beam_infer import _encoding, _prediction_log, _versions
 from beam_infer._config import ModelSpec, as_model_spec
-from beam_infer._loading import LoadedModel
+from beam_infer._errors import ConfigurationError
+from beam_infer._serving import LoadEvent, ServingModel
 from beam_infer._signatures import Operation, SignaturePlan, plan_signatures
 
 METRICS_NAMESPACE = "beam_infer"
@@ -24,7 +25,7 @@ METRICS_NAMESPACE = "beam_infer"
 PredictionLog = _prediction_log.PredictionLog
 
 
-class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, LoadedModel]):
+class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, ServingModel]):
     """Loads a SavedModel once per worker and turns batches of examples into PredictionLogs.
 
     The model's signatures are read and checked when the handler is built, so a wrong
@@ -32,12 +33,17 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
     ``beam_infer.RunInference`` and equally with Beam's own ``RunInference`` and
     ``KeyedModelHandler``.
 
+    ``model_path`` may be a SavedModel directory or a TF Serving-style base path of
+    numbered versions: the version policy's newest complete version is chosen at build
+    time (its signatures are checked), and with ``poll_interval_secs`` each worker
+    switches to newer versions as they land (see ``ModelSpec``).
+
     Args:
         spec: A ``beam_infer.ModelSpec`` or tfx-bsl's ``InferenceSpecType``.
 
     Raises:
-        ConfigurationError: the model, its tags or its signatures do not fit; the message
-            says what was found and how to fix it.
+        ConfigurationError: the model, its versions, tags or signatures do not fit; the
+            message says what was found and how to fix it.
 
     Example:
         >>> handler = SavedModelHandler(ModelSpec(model_path="/models/five/1"))
@@ -46,7 +52,8 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
 
     def __init__(self, spec: ModelSpec | model_spec_pb2.InferenceSpecType):
         self._spec = as_model_spec(spec)
-        self._plan = plan_signatures(self._spec)
+        self._version = _resolve(self._spec)
+        self._plan = plan_signatures(self._spec.replace(model_path=self._version.path))
         super().__init__(
             large_model=self._spec.share_across_processes,
             model_copies=self._spec.model_copies,
@@ -60,45 +67,32 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
     def plan(self) -> SignaturePlan:
         return self._plan
 
-    def load_model(self) -> LoadedModel:
-        return LoadedModel(
-            self._spec.model_path,
-            self._spec.effective_tags,
-            [s.name for s in self._plan.signatures],
-        )
+    @property
+    def model_version(self) -> _versions.ModelVersion:
+        """The version chosen at build time (``version`` None for a plain directory)."""
+        return self._version
+
+    def load_model(self) -> ServingModel:
+        return ServingModel(self._spec, self._version,
+                            live=self._spec.poll_interval_secs is not None)
 
     def run_inference(
         self,
         batch: Sequence[_encoding.ExampleLike],
-        model: LoadedModel,
+        model: ServingModel,
         inference_args: Mapping[str, Any] | None = None,
     ) -> Iterable[PredictionLog]:
         if not batch:
             return []
-        size = model.take_size_report()
-        if size is not None:
-            Metrics.distribution(METRICS_NAMESPACE, "saved_model_byte_size").update(size)
-        plan = self._plan
-        first = plan.signatures[0]
         serialized = _encoding.serialize_examples(
             batch,
-            signature_name=first.name,
-            accepts_sequence_examples=plan.operation is Operation.PREDICT,
+            signature_name=self._plan.signatures[0].name,
+            accepts_sequence_examples=self._plan.operation is Operation.PREDICT,
         )
-        feeds = {plan.input_alias: serialized}
-        if plan.operation is Operation.PREDICT:
-            outputs = model.run(first.name, feeds)
-            return _prediction_log.predict_logs(
-                serialized, outputs, input_alias=plan.input_alias, signature_name=first.name)
-        if plan.operation is Operation.CLASSIFY:
-            return _prediction_log.classify_logs(
-                serialized, model.run(first.name, feeds), signature_name=first.name)
-        if plan.operation is Operation.REGRESS:
-            return _prediction_log.regress_logs(
-                serialized, model.run(first.name, feeds), signature_name=first.name)
-        results = [(s, model.run(s.name, {s.inputs[0].alias: serialized}))
-                   for s in plan.signatures]
-        return _prediction_log.multi_inference_logs(serialized, results)
+        logs, _, events = model.infer(serialized)
+        for event in events:
+            _report_load(event)
+        return logs
 
     def get_num_bytes(self, batch: Sequence[_encoding.ExampleLike]) -> int:
         return _encoding.num_bytes(batch)
@@ -113,8 +107,44 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
         """Points the handler at another model (Beam's model-refresh side input calls it)."""
         if model_path:
             self._spec = self._spec.replace(model_path=model_path)
-            self._plan = plan_signatures(self._spec)
+            self._version = _resolve(self._spec)
+            self._plan = plan_signatures(self._spec.replace(model_path=self._version.path))
 
     def __repr__(self) -> str:
         names = ",".join(s.name for s in self._plan.signatures)
         return f"SavedModelHandler({self._spec.model_path}, {self._plan.operation.value}:{names})"
+
+
+def _resolve(spec: ModelSpec) -> _versions.ModelVersion:
+    """A plain SavedModel directory, or the version a base path serves at build time."""
+    if _versions.is_saved_model_dir(spec.model_path):
+        for name in ("model_name", "version_policy", "poll_interval_secs"):
+            if getattr(spec, name) is not None:
+                raise ConfigurationError(
+                    f"ModelSpec.{name} applies to a versioned base path (numbered version "
+                    f"folders), but {spec.model_path!r} is a SavedModel directory. Point "
+                    f"model_path at the folder holding the versions, or unset {name}."
+                )
+        return _versions.ModelVersion(path=spec.model_path)
+    if not _versions.numeric_children(spec.model_path):
+        return _versions.ModelVersion(path=spec.model_path)  # plan_signatures explains
+    return _versions.resolve(spec.model_path,
+                             spec.version_policy or _versions.VersionPolicy.latest(),
+                             spec.model_name)
+
+
+def _report_load(event: LoadEvent) -> None:
+    """Metrics for a load that happened on this worker since the previous batch."""
+    if not event.ok:
+        Metrics.counter(METRICS_NAMESPACE, "model_load_failures").inc()
+        return
+    if event.size_bytes:
+        Metrics.distribution(METRICS_NAMESPACE, "saved_model_byte_size").update(
+            event.size_bytes)
+    if event.warmup_records:
+        Metrics.counter(METRICS_NAMESPACE, "warmup_records_replayed").inc(
+            event.warmup_records)
+    if event.swap:
+        Metrics.counter(METRICS_NAMESPACE, "model_version_swaps").inc()
+        Metrics.distribution(METRICS_NAMESPACE, "model_swap_load_latency_milli_secs").update(
+            event.latency_ms)

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
 
+from beam_infer import _warmup
 from beam_infer._errors import ModelLoadError
 
 _LOG = logging.getLogger(__name__)
@@ -76,7 +77,10 @@ def _copy_tree(source: str, destination: str) -> None:
 
 
 class LoadedModel:
-    """A SavedModel loaded with ``tf.saved_model.load`` and its signature functions.
+    """A SavedModel loaded with ``tf.saved_model.load``, warmed up, and its signatures.
+
+    Loading replays the model's ``assets.extra/tf_serving_warmup_requests`` (see
+    ``_warmup``) before the object is returned, so no batch reaches a cold model.
 
     Args:
         model_path: Where the model lives (as configured; may be remote).
@@ -84,12 +88,25 @@ class LoadedModel:
         signature_names: The signatures that will be called.
 
     Raises:
-        ModelLoadError: the copy or the load failed; the message says which and why.
+        ModelLoadError: the copy, the load or the warm-up failed; the message says which
+            and why.
     """
 
     def __init__(self, model_path: str, tags: Sequence[str], signature_names: Sequence[str]):
         self.model_path = model_path
         local = local_copy(model_path)
+        try:
+            self._load(local, tags, signature_names)
+        except ModelLoadError:
+            if not is_local(model_path):  # a copy taken mid-upload must not be reused
+                shutil.rmtree(local, ignore_errors=True)
+            raise
+        self._size_bytes = _directory_size(local)
+        self._size_reported = False
+        _LOG.info("Loaded %s (tags %s) from %s", model_path, list(tags), local)
+
+    def _load(self, local: str, tags: Sequence[str], signature_names: Sequence[str]) -> None:
+        model_path = self.model_path
         try:
             self._root = tf.saved_model.load(local, tags=list(tags))
         except Exception as e:
@@ -107,9 +124,8 @@ class LoadedModel:
                 f"tf.saved_model.load; restored: {sorted(self._root.signatures)}."
             )
         self._functions = {name: self._root.signatures[name] for name in signature_names}
-        self._size_bytes = _directory_size(local)
-        self._size_reported = False
-        _LOG.info("Loaded %s (tags %s) from %s", model_path, list(tags), local)
+        self.warmup_records = _warmup.replay(
+            self._root, _warmup.read_warmup_records(local), model_path)
 
     def run(self, signature_name: str, feeds: Mapping[str, np.ndarray | tf.Tensor]
             ) -> dict[str, np.ndarray]:

@@ -212,3 +212,24 @@ def multi_inference_logs(
             result.model_spec.signature_name = signature.name
         logs.append(log)
     return logs
+
+
+def stamp_model_spec(logs: Sequence[PredictionLog], name: str, version: int,
+                     signature_name: str) -> None:
+    """Records which model and version answered, where TF Serving's messages say it.
+
+    Only for versioned base paths: logs of a plain SavedModel directory stay exactly as
+    tfx-bsl writes them (no name, no version).
+    """
+    for log in logs:
+        kind = log.WhichOneof("log_type")
+        if kind == "multi_inference_log":
+            for result in log.multi_inference_log.response.results:
+                result.model_spec.name = name
+                result.model_spec.version.value = version
+            continue
+        entry = getattr(log, kind)
+        for message in (entry.request, entry.response):
+            message.model_spec.name = name
+            message.model_spec.version.value = version
+            message.model_spec.signature_name = signature_name

@@ -41,14 +41,16 @@ def test_directory_without_saved_model_lists_what_it_holds(tmp_path):
     )
 
 
-def test_base_path_of_versions_suggests_the_latest_version(tmp_path):
+def test_base_path_without_a_complete_version_fails_at_build(tmp_path):
     for version in ("1", "2", "10"):
         (tmp_path / "base" / version).mkdir(parents=True)
     with pytest.raises(bi.ModelPathError) as error:
         _build(bi.ModelSpec(model_path=str(tmp_path / "base")))
     assert _message(error, str(tmp_path)) == (
-        "no saved_model.pb in '<ROOT>/base'; found: 1, 10, 2. It holds numbered version "
-        "folders (1, 2, 10): point model_path at one of them, e.g. '<ROOT>/base/10'."
+        "no complete model version under '<ROOT>/base' for version policy latest(1); "
+        "complete versions: none; incomplete (saved_model.pb or variables still missing): "
+        "1, 2, 10. Export a SavedModel into a numbered folder such as '<ROOT>/base/11', or "
+        "point model_path at a SavedModel directory."
     )
 
 

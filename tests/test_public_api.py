@@ -20,6 +20,8 @@ def test_public_names_are_pinned_and_sorted():
         "SavedModelHandler",
         "SignatureError",
         "TagsError",
+        "VersionPolicy",
+        "write_warmup_requests",
     ]
     assert bi.__all__ == sorted(bi.__all__, key=lambda n: (not n.isupper(), n))
     assert all(hasattr(bi, name) for name in bi.__all__)

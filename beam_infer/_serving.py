@@ -1,0 +1,237 @@
+"""The served model of one worker: one SavedModel version, hot-swapped when a new one lands.
+
+``ServingModel`` is what ``SavedModelHandler.load_model`` returns and what Beam keeps in
+its shared handle. For a plain SavedModel directory it wraps one ``LoadedModel``. For a
+versioned base path with ``ModelSpec.poll_interval_secs`` it also does, per worker, what
+TF Serving's server core does per server: at most once per interval a batch starts a
+background look at the base path; when the version policy prefers another complete
+version, that thread loads it and replays its warm-up requests *while the current version
+keeps scoring every batch*, then swaps (availability-preserving: load before unload).
+A batch is scored wholly by one version, so no element is lost or scored twice across a
+swap. A version that fails to load is logged, counted (``model_load_failures``) and not
+retried until its files change; the current version keeps serving.
+
+Why here and not Beam's model-update side input: on the local runners a side input in the
+global window is read once (the BundleBasedDirectRunner blocks the main input until the
+side input's watermark passes the window end; the FnApiRunner runs the side-input stage
+to completion first), so a live swap could not be run or tested anywhere but Dataflow;
+and Beam's ``_RunInferenceDoFn`` re-raises a failed side-input load (failing the bundle)
+after already pointing the handler at the new path. Polling in the served object works on
+every runner, batch and streaming, and keeps the old version on failure.
+
+Every method returns plain values, so the object also works behind Beam's cross-process
+proxy (``ModelSpec(share_across_processes=True)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+from tensorflow_serving.apis import prediction_log_pb2
+
+from beam_infer import _prediction_log, _versions
+from beam_infer._config import ModelSpec
+from beam_infer._errors import BeamInferError, ModelLoadError
+from beam_infer._loading import LoadedModel
+from beam_infer._signatures import Operation, SignaturePlan, plan_signatures
+
+_LOG = logging.getLogger(__name__)
+
+PredictionLog = prediction_log_pb2.PredictionLog
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadEvent:
+    """A load that happened on the worker, reported as metrics by the next batch."""
+
+    version: int | None
+    ok: bool
+    latency_ms: int = 0
+    warmup_records: int = 0
+    size_bytes: int = 0
+    swap: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class _Servable:
+    model: LoadedModel
+    plan: SignaturePlan
+    version: _versions.ModelVersion
+    loaded: LoadEvent  # reported once the servable is in service
+
+
+class ServingModel:
+    """The model a worker serves; see the module docstring.
+
+    Args:
+        spec: The job's ModelSpec (its ``model_path`` may be a versioned base path).
+        initial: The version chosen when the pipeline was built.
+        live: Look for new versions every ``spec.poll_interval_secs``.
+
+    Raises:
+        ModelLoadError: no allowed version could be loaded.
+    """
+
+    def __init__(self, spec: ModelSpec, initial: _versions.ModelVersion, *, live: bool):
+        self._spec = spec
+        self._base = spec.model_path
+        self._policy = spec.version_policy or _versions.VersionPolicy.latest()
+        self._live = live and initial.version is not None
+        self._events: list[LoadEvent] = []
+        self._events_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._failed: dict[int, dict[str, tuple[int, float]]] = {}  # version -> listing that failed
+        self._next_poll = 0.0
+        if self._live:
+            listing = _versions.complete_versions(self._base)
+            allowed = self._policy.allowed(listing)
+            # A worker that starts after a broken version landed must still serve: after
+            # the allowed versions, older complete ones are last resorts (logged).
+            rest = [v for v in sorted(listing, reverse=True) if v not in allowed]
+            candidates = [self._version(v) for v in allowed + rest]
+            current = self._load_first(candidates or [initial], listing)
+            if current.version.version not in allowed:
+                _LOG.warning("beam_infer: no version of %s allowed by %s loads; serving "
+                             "version %s until one does", self._base,
+                             self._policy.describe(), current.version.version)
+        else:
+            current = self._load(initial)
+        self._current = current
+        self._report(current.loaded)
+        self._next_poll = time.monotonic() + (spec.poll_interval_secs or 0)
+
+    def _version(self, number: int) -> _versions.ModelVersion:
+        return _versions.ModelVersion(
+            path=_versions.version_path(self._base, number),
+            name=self._spec.model_name or _versions.default_model_name(self._base),
+            version=number)
+
+    def _load_first(self, candidates: Sequence[_versions.ModelVersion],
+                    listing: dict[int, dict[str, tuple[int, float]]]) -> _Servable:
+        errors = []
+        for candidate in candidates:
+            try:
+                return self._load(candidate)
+            except BeamInferError as e:
+                self._record_failure(candidate, listing, e)
+                errors.append(str(e))
+        raise ModelLoadError(
+            f"no complete version of {self._base!r} could be loaded (version policy "
+            f"{self._policy.describe()}); tried {', '.join(str(c.version) for c in candidates)}: "
+            + " | ".join(errors)
+        )
+
+    def _load(self, version: _versions.ModelVersion, *, swap: bool = False) -> _Servable:
+        start = time.monotonic()
+        spec = self._spec.replace(model_path=version.path)
+        plan = plan_signatures(spec)
+        model = LoadedModel(version.path, spec.effective_tags, [s.name for s in plan.signatures])
+        event = LoadEvent(
+            version=version.version, ok=True,
+            latency_ms=int((time.monotonic() - start) * 1000),
+            warmup_records=model.warmup_records,
+            size_bytes=model.take_size_report() or 0, swap=swap)
+        return _Servable(model=model, plan=plan, version=version, loaded=event)
+
+    def _record_failure(self, version: _versions.ModelVersion,
+                        listing: dict[int, dict[str, tuple[int, float]]], error: Exception) -> None:
+        self._failed[version.version] = listing.get(version.version, {})
+        _LOG.error("beam_infer: version %s of %s failed to load and will not serve "
+                   "(retried only if its files change): %s", version.version, self._base, error)
+        self._report(LoadEvent(version=version.version, ok=False))
+
+    def _report(self, event: LoadEvent) -> None:
+        with self._events_lock:
+            self._events.append(event)
+
+    def _refresh_logged(self) -> None:
+        try:
+            self.refresh()
+        except Exception:  # noqa: BLE001 - must not end serving; the next poll retries
+            _LOG.exception("beam_infer: looking for new versions of %s failed", self._base)
+
+    def refresh(self) -> bool:
+        """Looks for a better version now; loads, warms up and swaps to it if one loads.
+
+        Returns:
+            False if another refresh was already running (nothing was done).
+        """
+        if not self._refresh_lock.acquire(blocking=False):
+            return False  # another thread is loading; keep serving the current version
+        try:
+            self._next_poll = time.monotonic() + (self._spec.poll_interval_secs or 0)
+            listing = _versions.complete_versions(self._base)
+            current = self._current.version.version
+            for number in self._policy.allowed(listing):
+                if number == current:
+                    return True
+                if self._failed.get(number) == listing[number]:
+                    continue
+                candidate = self._version(number)
+                try:
+                    servable = self._load(candidate, swap=True)
+                except BeamInferError as e:
+                    self._record_failure(candidate, listing, e)
+                    continue
+                _LOG.warning("beam_infer: now serving version %s of %s (was %s)",
+                             number, self._base, current)
+                self._current = servable  # the swap: one reference assignment
+                self._report(servable.loaded)
+                return True
+            return True
+        finally:
+            self._refresh_lock.release()
+
+    def infer(self, serialized: list[bytes]
+              ) -> tuple[list[PredictionLog], int | None, list[LoadEvent]]:
+        """Scores one batch with one version.
+
+        Returns:
+            The logs, the version that scored them (None for a plain directory) and the
+            loads since the previous call.
+        """
+        if self._live and time.monotonic() >= self._next_poll:
+            # Look and load in the background: this batch and the ones after it are
+            # scored by the current version until the new one is loaded and warm.
+            self._next_poll = time.monotonic() + (self._spec.poll_interval_secs or 0)
+            threading.Thread(target=self._refresh_logged, name="beam_infer-refresh",
+                             daemon=True).start()
+        servable = self._current
+        logs = score(servable, serialized)
+        with self._events_lock:
+            events, self._events = self._events, []
+        return logs, servable.version.version, events
+
+    def version(self) -> int | None:
+        """The version serving now (None for a plain SavedModel directory)."""
+        return self._current.version.version
+
+
+def score(servable: _Servable, serialized: list[bytes]) -> list[PredictionLog]:
+    """PredictionLogs for a batch of serialized examples from one loaded version."""
+    plan, model = servable.plan, servable.model
+    first = plan.signatures[0]
+    feeds = {plan.input_alias: serialized}
+    if plan.operation is Operation.PREDICT:
+        logs = _prediction_log.predict_logs(
+            serialized, model.run(first.name, feeds), input_alias=plan.input_alias,
+            signature_name=first.name)
+    elif plan.operation is Operation.CLASSIFY:
+        logs = _prediction_log.classify_logs(
+            serialized, model.run(first.name, feeds), signature_name=first.name)
+    elif plan.operation is Operation.REGRESS:
+        logs = _prediction_log.regress_logs(
+            serialized, model.run(first.name, feeds), signature_name=first.name)
+    else:
+        results = [(s, model.run(s.name, {s.inputs[0].alias: serialized}))
+                   for s in plan.signatures]
+        logs = _prediction_log.multi_inference_logs(serialized, results)
+    version = servable.version
+    if version.version is not None:
+        _prediction_log.stamp_model_spec(logs, version.name, version.version,
+                                         first.name)
+    return logs

@@ -1,0 +1,223 @@
+"""TF Serving-style versioned model paths: discovery, completeness and version policies.
+
+A *base path* holds numbered child directories, each a SavedModel version
+(``/models/five/1``, ``/models/five/2``), as TensorFlow Serving's server core expects.
+Listing uses Beam's ``FileSystems``, so base paths work on every Beam filesystem.
+
+Completeness. TF Serving assumes a version directory appears atomically (written aside,
+then renamed into the base path) and loads whatever it finds. Copies into a bucket are
+not atomic, so beam_infer checks what it can see from a file listing alone:
+
+* ``saved_model.pb`` (or ``.pbtxt``) exists and is not empty;
+* either there is no ``variables/`` folder (a model without variables), or
+  ``variables/variables.index`` exists and is not empty, and every data shard
+  ``variables.data-IIIII-of-NNNNN`` for I in 0..N-1 exists (N read from the shard names);
+A version that passes and still fails to load (corrupt bytes, or a data file still being
+written) is a load failure: reported, and the serving version stays (see ``_serving``).
+It is tried again only when its listing (names, sizes, modification times) changes, so a
+copy that was caught mid-way is picked up once it finishes, and a corrupt one is not
+reloaded at every poll.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+import re
+from collections.abc import Iterable, Mapping
+
+from apache_beam.io.filesystems import FileSystems
+
+from beam_infer._errors import ConfigurationError, ModelPathError
+
+_SHARD = re.compile(r"^variables\.data-(\d+)-of-(\d+)$")
+_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VersionPolicy:
+    """Which versions of a base path may serve; TF Serving's ``ServableVersionPolicy``.
+
+    TF Serving can serve several versions at once because each request names one. A
+    RunInference step scores each element once, so beam_infer serves the *newest*
+    version the policy allows that loads, and falls back to older allowed versions only
+    when newer ones fail to load.
+
+    Build one with ``VersionPolicy.latest(n)``, ``VersionPolicy.all()`` or
+    ``VersionPolicy.specific(*versions)``.
+
+    Example:
+        >>> spec = ModelSpec(model_path="gs://b/models/five",
+        ...                  version_policy=VersionPolicy.specific(3, 4))
+    """
+
+    kind: str = "latest"
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("latest", "all", "specific"):
+            raise ConfigurationError(
+                f"VersionPolicy.kind must be 'latest', 'all' or 'specific'; got {self.kind!r}. "
+                "Build policies with VersionPolicy.latest(n), .all() or .specific(*versions)."
+            )
+        if isinstance(self.num_versions, bool) or not isinstance(self.num_versions, int) \
+                or self.num_versions < 1:
+            raise ConfigurationError(
+                f"VersionPolicy.latest needs a positive number of versions; got "
+                f"{self.num_versions!r}. Example: VersionPolicy.latest(2)."
+            )
+        versions = tuple(self.versions)
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in versions):
+            raise ConfigurationError(
+                f"VersionPolicy.specific takes version numbers (integers >= 0); got "
+                f"{versions!r}. Example: VersionPolicy.specific(1, 2)."
+            )
+        if self.kind == "specific" and not versions:
+            raise ConfigurationError(
+                "VersionPolicy.specific needs at least one version number; got none. "
+                "Example: VersionPolicy.specific(3)."
+            )
+        object.__setattr__(self, "versions", tuple(sorted(set(versions))))
+
+    @classmethod
+    def latest(cls, num_versions: int = 1) -> VersionPolicy:
+        """The newest ``num_versions`` complete versions (TF Serving's default, 1)."""
+        return cls(kind="latest", num_versions=num_versions)
+
+    @classmethod
+    def all(cls) -> VersionPolicy:
+        """Every complete version; the newest serves."""
+        return cls(kind="all")
+
+    @classmethod
+    def specific(cls, *versions: int) -> VersionPolicy:
+        """Only the listed versions; the newest of them present serves."""
+        return cls(kind="specific", versions=tuple(versions))
+
+    def allowed(self, complete: Iterable[int]) -> list[int]:
+        """The versions this policy allows among ``complete``, newest first."""
+        newest_first = sorted(set(complete), reverse=True)
+        if self.kind == "latest":
+            return newest_first[: self.num_versions]
+        if self.kind == "specific":
+            return [v for v in newest_first if v in self.versions]
+        return newest_first
+
+    def describe(self) -> str:
+        if self.kind == "latest":
+            return f"latest({self.num_versions})"
+        if self.kind == "specific":
+            return f"specific({', '.join(map(str, self.versions))})"
+        return "all()"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelVersion:
+    """One servable: the path to load and what PredictionLogs record in ``model_spec``.
+
+    ``version`` is None for a plain SavedModel directory (tfx-bsl leaves it unset).
+    """
+
+    path: str
+    name: str | None = None
+    version: int | None = None
+
+
+def list_version_files(base_path: str) -> dict[int, dict[str, tuple[int, float]]]:
+    """``{version: {relative path: (size, mtime)}}`` for every numbered child of the base.
+
+    The (size, mtime) pairs also fingerprint a version: a failed version is retried
+    only when its fingerprint changes.
+    """
+    prefix = base_path.rstrip("/") + "/"
+    try:
+        matches = FileSystems.match([prefix + "**"])[0].metadata_list
+    except Exception:  # noqa: BLE001 - an unreadable or empty base path has no versions
+        return {}
+    local_prefix = prefix.removeprefix("file://")
+    versions: dict[int, dict[str, tuple[int, float]]] = {}
+    for metadata in matches:
+        for known in (prefix, local_prefix):
+            if metadata.path.startswith(known):
+                relative = metadata.path[len(known):]
+                break
+        else:
+            continue
+        head, _, rest = relative.partition("/")
+        if head.isdigit() and rest and not rest.endswith("/"):
+            versions.setdefault(int(head), {})[rest] = (
+                metadata.size_in_bytes, metadata.last_updated_in_seconds)
+    return versions
+
+
+def is_complete(files: Mapping[str, tuple[int, float]]) -> bool:
+    """The completeness rule of the module docstring, on one version's file listing."""
+    sizes = {name: state[0] for name, state in files.items()}
+    if not any(sizes.get(name, 0) > 0 for name in _MODEL_FILES):
+        return False
+    variables = {name[len("variables/"):] for name in sizes if name.startswith("variables/")}
+    if not variables:
+        return True
+    if sizes.get("variables/variables.index", 0) <= 0:
+        return False
+    shards = [_SHARD.match(name) for name in variables]
+    totals = {int(m.group(2)) for m in shards if m}
+    if len(totals) != 1:
+        return False
+    total = totals.pop()
+    present = {int(m.group(1)) for m in shards if m}
+    return present == set(range(total))
+
+
+def complete_versions(base_path: str) -> dict[int, dict[str, tuple[int, float]]]:
+    """The complete versions under ``base_path`` with their listings."""
+    return {v: files for v, files in list_version_files(base_path).items()
+            if is_complete(files)}
+
+
+def numeric_children(base_path: str) -> list[int]:
+    """Numbered child folders of ``base_path``, empty ones included where they exist."""
+    local = base_path.removeprefix("file://")
+    if FileSystems.get_scheme(base_path) in (None, "file") and os.path.isdir(local):
+        return sorted(int(n) for n in os.listdir(local)
+                      if n.isdigit() and os.path.isdir(os.path.join(local, n)))
+    return sorted(list_version_files(base_path))
+
+
+def is_saved_model_dir(path: str) -> bool:
+    return any(FileSystems.exists(posixpath.join(path, name)) for name in _MODEL_FILES)
+
+
+def version_path(base_path: str, version: int) -> str:
+    return posixpath.join(base_path.rstrip("/"), str(version))
+
+
+def default_model_name(base_path: str) -> str:
+    return posixpath.basename(base_path.rstrip("/")) or base_path
+
+
+def resolve(base_path: str, policy: VersionPolicy, model_name: str | None) -> ModelVersion:
+    """The version a job serves at build time: the newest complete one the policy allows.
+
+    Raises:
+        ModelPathError: no complete version is allowed; the message lists what was found.
+    """
+    found = set(numeric_children(base_path))
+    complete = sorted(complete_versions(base_path))
+    allowed = policy.allowed(complete)
+    if not allowed:
+        incomplete = sorted(found - set(complete))
+        raise ModelPathError(
+            f"no complete model version under {base_path!r} for version policy "
+            f"{policy.describe()}; complete versions: "
+            f"{', '.join(map(str, complete)) or 'none'}; incomplete (saved_model.pb or "
+            f"variables still missing): {', '.join(map(str, incomplete)) or 'none'}. "
+            "Export a SavedModel into a numbered folder such as "
+            f"{version_path(base_path, (max(found) + 1) if found else 1)!r}, or point "
+            "model_path at a SavedModel directory."
+        )
+    return ModelVersion(path=version_path(base_path, allowed[0]),
+                        name=model_name or default_model_name(base_path),
+                        version=allowed[0])

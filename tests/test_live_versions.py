@@ -1,0 +1,119 @@
+"""A worker's served model follows its base path: swap, failed versions, half-written ones."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+
+import beam_infer as bi
+from tests import model_zoo
+from tests.publishing import publish
+from tests.remote_fs import remote
+
+POLL = 0.3
+MANUAL = 600.0  # tests that call refresh() themselves keep batches from starting one
+
+
+def _answer(model, value: float = 1.0):
+    logs, version, events = model.infer([model_zoo.make_examples([value])[0].SerializeToString()])
+    response = logs[0].predict_log.response
+    assert response.model_spec.version.value == version
+    return (response.model_spec.version.value, response.outputs["output_0"].float_val[0],
+            [(e.version, e.ok, e.swap, e.warmup_records) for e in events])
+
+
+def _wait_poll():
+    time.sleep(POLL + 0.05)
+
+
+@pytest.fixture
+def base(tmp_path) -> str:
+    path = str(tmp_path / "five")
+    os.makedirs(path)
+    publish(path, 1)
+    return path
+
+
+def test_new_version_loads_in_the_background_after_one_poll_interval(base):
+    model = bi.SavedModelHandler(
+        bi.ModelSpec(model_path=base, poll_interval_secs=POLL)).load_model()
+    assert _answer(model) == (1, 5.0, [(1, True, False, 1)])
+    publish(base, 2)
+    assert _answer(model) == (1, 5.0, [])  # the interval has not passed yet
+    _wait_poll()
+    answers = []
+    deadline = time.monotonic() + 20
+    while not answers or answers[-1][0] != 2:
+        assert time.monotonic() < deadline, answers
+        answers.append(_answer(model))
+        time.sleep(0.02)
+    # Batches kept being answered by v1 while v2 loaded, then v2 took over.
+    assert answers[0][:2] == (1, 5.0)
+    assert all(a[:2] == (1, 5.0) for a in answers[:-1])
+    assert answers[-1] == (2, 10.0, [(2, True, True, 1)])
+
+
+def test_corrupt_version_keeps_the_current_one_and_is_not_retried(base):
+    model = bi.SavedModelHandler(
+        bi.ModelSpec(model_path=base, poll_interval_secs=MANUAL)).load_model()
+    _answer(model)
+    publish(base, 3, corrupt=True)
+    assert model.refresh()
+    assert _answer(model) == (1, 5.0, [(3, False, False, 0)])
+    assert model.refresh()
+    assert _answer(model) == (1, 5.0, [])  # same files: no second attempt
+
+
+def test_repaired_version_on_a_remote_filesystem_is_retried_from_fresh_bytes(base):
+    model = bi.SavedModelHandler(
+        bi.ModelSpec(model_path=remote(base), poll_interval_secs=MANUAL)).load_model()
+    _answer(model)
+    target = publish(base, 2, corrupt=True)
+    assert model.refresh()
+    assert _answer(model) == (1, 5.0, [(2, False, False, 0)])
+    time.sleep(0.01)  # a later modification time
+    shutil.copy(os.path.join(os.path.dirname(base), "good-2"),
+                os.path.join(target, "variables", "variables.data-00000-of-00001"))
+    assert model.refresh()
+    assert _answer(model) == (2, 10.0, [(2, True, True, 1)])
+
+
+def test_half_written_version_waits_until_complete(base):
+    model = bi.SavedModelHandler(
+        bi.ModelSpec(model_path=base, poll_interval_secs=MANUAL)).load_model()
+    _answer(model)
+    target = publish(base, 2, drop=("variables/variables.index",))
+    assert model.refresh()
+    assert _answer(model) == (1, 5.0, [])  # ignored, not a failure
+    shutil.move(os.path.join(os.path.dirname(base), "held-2", "variables", "variables.index"),
+                os.path.join(target, "variables", "variables.index"))
+    assert model.refresh()
+    assert _answer(model) == (2, 10.0, [(2, True, True, 1)])
+
+
+def test_first_load_falls_back_to_an_older_allowed_version(base):
+    publish(base, 2, corrupt=True)
+    spec = bi.ModelSpec(model_path=base, poll_interval_secs=MANUAL,
+                        version_policy=bi.VersionPolicy.latest(2))
+    model = bi.SavedModelHandler(spec).load_model()
+    assert _answer(model) == (1, 5.0, [(2, False, False, 0), (1, True, False, 1)])
+
+
+def test_worker_starting_after_a_broken_newest_version_serves_the_one_before(base):
+    publish(base, 2, corrupt=True)
+    model = bi.SavedModelHandler(
+        bi.ModelSpec(model_path=base, poll_interval_secs=MANUAL)).load_model()
+    assert _answer(model) == (1, 5.0, [(2, False, False, 0), (1, True, False, 1)])
+    assert model.refresh()
+    assert _answer(model) == (1, 5.0, [])  # v2 unchanged: not retried
+
+
+def test_without_polling_the_build_time_version_serves_the_whole_job(base):
+    handler = bi.SavedModelHandler(bi.ModelSpec(model_path=base))
+    model = handler.load_model()
+    publish(base, 2)
+    time.sleep(0.1)
+    assert _answer(model)[:2] == (1, 5.0)

@@ -1,0 +1,139 @@
+"""Warm-up requests: written from sample inputs, replayed on every load, failing loudly."""
+
+from __future__ import annotations
+
+import os
+
+import apache_beam as beam
+import pytest
+import tensorflow as tf
+from apache_beam.metrics.metric import MetricsFilter
+from tensorflow_serving.apis import prediction_log_pb2
+
+import beam_infer as bi
+from beam_infer._loading import LoadedModel
+from beam_infer._warmup_cli import warmup_command
+from pipelines import models
+from tests import model_zoo
+from tests.beam_helpers import run_collect
+
+WARMUP = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+
+@pytest.fixture
+def five(tmp_path) -> str:
+    return models.build_multiplier_model(str(tmp_path / "five"), 5.0)
+
+
+def _load(path: str, signature: str = "serving_default") -> LoadedModel:
+    return LoadedModel(path, ["serve"], [signature])
+
+
+def test_written_requests_are_replayed_on_load(five):
+    target = bi.write_warmup_requests(five, model_zoo.make_examples([1.0, 2.0, 3.0]))
+    assert target == os.path.join(five, WARMUP)
+    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+               for r in tf.data.TFRecordDataset(target)]
+    assert [r.predict_log.request.model_spec.signature_name for r in records] == \
+        ["serving_default"] * 3
+    assert _load(five).warmup_records == 3
+
+
+def test_pipeline_replays_warmup_once_per_load(five, tmp_path):
+    bi.write_warmup_requests(five, model_zoo.make_examples([1.0, 2.0]))
+    outputs, result = run_collect(
+        lambda p: {"logs": p | beam.Create(model_zoo.make_examples([1.0, 2.0, 3.0]))
+                   | bi.RunInference(bi.ModelSpec(model_path=five))},
+        str(tmp_path / "out"))
+    assert len(outputs["logs"]) == 3
+    counters = {m.key.metric.name: m.committed for m in result.metrics().query(
+        MetricsFilter().with_namespace("beam_infer"))["counters"]}
+    assert counters["warmup_records_replayed"] == 2
+
+
+def test_classify_requests_feed_examples_to_the_signature(tmp_path):
+    path = model_zoo.tf1_estimator_style(tmp_path / "tf1")
+    bi.write_warmup_requests(path, model_zoo.make_examples([1.0]), signature_name="classify")
+    [record] = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+                for r in tf.data.TFRecordDataset(os.path.join(path, WARMUP))]
+    assert record.WhichOneof("log_type") == "classify_log"
+    assert _load(path, "classify").warmup_records == 1
+
+
+def test_a_failing_record_fails_the_load_naming_record_and_signature(five):
+    bi.write_warmup_requests(five, [model_zoo.make_examples([1.0])[0].SerializeToString(),
+                                    b"not an example"])
+    with pytest.raises(bi.ModelLoadError) as error:
+        _load(five)
+    message = str(error.value)
+    assert message.startswith(
+        f"warm-up record 1 (predict_log, signature 'serving_default') of {five!r} failed: "
+        "InvalidArgumentError: ")
+    assert message.endswith(
+        "Fix or regenerate assets.extra/tf_serving_warmup_requests "
+        "(beam_infer.write_warmup_requests writes one from sample inputs); the model was "
+        "not put into service.")
+
+
+def test_more_than_1000_records_fail_the_load(five):
+    path = os.path.join(five, WARMUP)
+    os.makedirs(os.path.dirname(path))
+    record = prediction_log_pb2.PredictionLog()
+    record.predict_log.request.model_spec.signature_name = "serving_default"
+    with tf.io.TFRecordWriter(path) as writer:
+        for _ in range(1001):
+            writer.write(record.SerializeToString())
+    with pytest.raises(bi.ModelLoadError) as error:
+        _load(five)
+    assert str(error.value) == (
+        f"warm-up file {path!r} holds more than 1000 records, TF Serving's limit. Keep at "
+        "most 1000 representative requests."
+    )
+
+
+def test_unsupported_log_type_fails_the_load(five):
+    path = os.path.join(five, WARMUP)
+    os.makedirs(os.path.dirname(path))
+    record = prediction_log_pb2.PredictionLog()
+    record.session_run_log.SetInParent()
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(record.SerializeToString())
+    with pytest.raises(bi.ModelLoadError) as error:
+        _load(five)
+    assert str(error.value).startswith(
+        f"warm-up record 0 (session_run_log, signature 'serving_default') of {five!r} "
+        "failed: ValueError: unsupported warm-up log type 'session_run_log'; use "
+        "predict_log, classify_log, regress_log or multi_inference_log.")
+
+
+@pytest.mark.parametrize(("inputs", "signature", "message"), [
+    ([b"x"], "predikt",
+     "signature 'predikt' not found in <ROOT>; available: serving_default. Pass one of "
+     "them as signature_name=..."),
+    ([b"x"] * 1001, "serving_default",
+     "write_warmup_requests needs 1 to 1000 sample inputs; got 1001. Pass a few "
+     "representative examples."),
+])
+def test_write_warmup_requests_errors(five, inputs, signature, message):
+    with pytest.raises(bi.ConfigurationError) as error:
+        bi.write_warmup_requests(five, inputs, signature_name=signature)
+    assert str(error.value).replace(five, "<ROOT>") == message
+
+
+def test_warmup_command_writes_the_file_from_a_tfrecord(five, tmp_path, capsys):
+    samples = models.write_examples(str(tmp_path / "samples.tfrecord"), [1.0, 2.0])
+    assert warmup_command([five, "--from", samples]) == 0
+    target = os.path.join(five, WARMUP)
+    assert capsys.readouterr().out == f"wrote 2 warm-up requests to {target}\n"
+    assert _load(five).warmup_records == 2
+
+
+def test_warmup_command_reports_usage_errors(five, tmp_path, capsys):
+    missing = str(tmp_path / "none*.tfrecord")
+    assert warmup_command([five, "--from", missing]) == 2
+    assert capsys.readouterr().err == (
+        f"beam-infer warmup: no file matches --from {missing!r}; pass a TFRecord of "
+        "serialized tf.train.Example.\n")
+    samples = models.write_examples(str(tmp_path / "s.tfrecord"), [1.0])
+    assert warmup_command([five, "--from", samples, "--signature_name", "nope"]) == 2
+    assert "signature 'nope' not found" in capsys.readouterr().err
