@@ -22,6 +22,7 @@ from beam_infer._errors import (
     TagsError,
 )
 from beam_infer._handler import METRICS_NAMESPACE, SavedModelHandler
+from beam_infer._rows import PredictionLogToRows, prediction_log_to_row
 from beam_infer._signatures import Operation
 from beam_infer._transform import RunInference
 
@@ -35,8 +36,10 @@ __all__ = [
     "ModelPathError",
     "ModelSpec",
     "Operation",
+    "PredictionLogToRows",
     "RunInference",
     "SavedModelHandler",
     "SignatureError",
     "TagsError",
+    "prediction_log_to_row",
 ]

@@ -16,10 +16,12 @@ def test_public_names_are_pinned_and_sorted():
         "ModelPathError",
         "ModelSpec",
         "Operation",
+        "PredictionLogToRows",
         "RunInference",
         "SavedModelHandler",
         "SignatureError",
         "TagsError",
+        "prediction_log_to_row",
     ]
     assert bi.__all__ == sorted(bi.__all__, key=lambda n: (not n.isupper(), n))
     assert all(hasattr(bi, name) for name in bi.__all__)
