@@ -137,9 +137,10 @@ def row_to_example(row: Mapping[str, Any], *, exclude: Iterable[str] = (),
                    feature_types: Mapping[str, str] | None = None) -> tf.train.Example:
     """A ``tf.train.Example`` with one feature per column of ``row``.
 
-    Types follow the values (float → ``float_list``, int/bool → ``int64_list``,
+    Types follow the values (numbers → ``float_list``, bools → ``int64_list``,
     str/bytes → ``bytes_list``; lists by their items) unless ``feature_types`` names
-    the column's type. None values are left out, as a missing feature.
+    the column's type (``"int"`` for int64 features such as ids). None values are left
+    out, as a missing feature.
 
     Args:
         row: Column name → value.
@@ -183,8 +184,10 @@ def _feature(values: list[Any], kind: str | None) -> tf.train.Feature:
 
 
 def _kind_of(values: list[Any]) -> str:
-    if values and all(isinstance(v, bool | int) for v in values):
+    # Numbers default to float: a CSV "2" or a JSON 2 is usually a float feature, and a
+    # model that parses int64 says so through feature_types.
+    if values and all(isinstance(v, bool) for v in values):
         return "int"
-    if values and all(isinstance(v, bool | int | float) for v in values):
+    if values and all(isinstance(v, int | float) for v in values):
         return "float"
     return "bytes"
