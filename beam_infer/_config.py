@@ -90,7 +90,8 @@ class ModelSpec:
         batching: How elements are batched; see ``BatchConfig``.
         share_across_processes: Load one copy per machine, shared by all SDK processes
             (big models, GPUs) instead of one per process.
-        model_copies: With sharing on, how many copies per machine (e.g. one per GPU).
+        model_copies: With sharing on, how many copies per machine. Unset: one per GPU
+            the worker sees (each pinned to its GPU), or 1 on a machine without GPUs.
 
     Example:
         >>> spec = ModelSpec(model_path="gs://bucket/models/five/1",
