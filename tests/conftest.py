@@ -14,6 +14,8 @@ import pytest
 from pipelines import models
 from tests import model_zoo
 
+pytest_plugins = ["tests.portable"]
+
 
 @dataclasses.dataclass(frozen=True)
 class Zoo:
