@@ -116,10 +116,6 @@ def test_command_runs_as_a_separate_process(tmp_path, zoo):
     (path,) = tmp_path.glob("out*.jsonl")
     assert json.loads(path.read_text())["output"] == {"output_0": [30.0]}
 
-    missing = _run_cli("inspect", str(tmp_path / "nope"), cwd=tmp_path)
-    assert missing.returncode == 1
-    assert "beam-infer inspect: error: model path" in missing.stderr
-
 
 def test_console_script_is_declared(tmp_path):
     subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path)],
