@@ -4,7 +4,8 @@ TensorFlow grabs nearly all memory of every visible GPU on first use, so a secon
 copy (or a second SDK process) on the same machine fails to allocate. With memory growth
 on, each copy takes what it needs. When the model is shared across processes and the
 user did not choose ``model_copies``, one copy per visible GPU keeps every GPU busy; each
-copy is loaded under ``tf.device`` of the GPU it claimed. With no GPU visible nothing
+copy is loaded and called under ``tf.device`` of the GPU it claimed (``LoadedModel``
+takes the device ``placement`` yields). With no GPU visible nothing
 here changes behaviour.
 """
 
@@ -102,20 +103,23 @@ def enable_memory_growth() -> list[str]:
 
 
 @contextlib.contextmanager
-def placement(share_across_processes: bool) -> Iterator[str | None]:
+def placement(share_across_processes: bool, *, gpus: Sequence[str] | None = None,
+              counter_dir: str | None = None) -> Iterator[str | None]:
     """Where a model copy is loaded: memory growth on, pinned to a GPU when shared.
 
-    Yields the ``tf.device`` name used, or None (no GPU, or one model per process,
-    where TensorFlow's default placement is right).
+    Args:
+        share_across_processes: Copies are shared (and so pinned one per GPU).
+        gpus: The devices to spread copies over; default ``visible_gpus()``.
+        counter_dir: Where the machine-wide claim counter lives; default the temp dir.
+
+    Yields:
+        The ``tf.device`` name used (give it to ``LoadedModel`` so calls run there too),
+        or None: no GPU, or one model per process, where TF's default placement is right.
     """
-    gpus = visible_gpus()
+    gpus = visible_gpus() if gpus is None else list(gpus)
     if not gpus:
         yield None
         return
     enable_memory_growth()
-    device = device_for_claim(claim_next(), gpus) if share_across_processes else None
-    if device is None:
-        yield None
-        return
-    with tf.device(device):
-        yield device
+    yield (device_for_claim(claim_next(counter_dir), gpus)
+           if share_across_processes else None)

@@ -62,11 +62,12 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
 
     def load_model(self) -> LoadedModel:
         # On GPU workers: memory growth on, and each shared copy pinned to its own GPU.
-        with _devices.placement(self._spec.share_across_processes):
+        with _devices.placement(self._spec.share_across_processes) as device:
             return LoadedModel(
                 self._spec.model_path,
                 self._spec.effective_tags,
                 [s.name for s in self._plan.signatures],
+                device=device,
             )
 
     def model_copies(self) -> int:
