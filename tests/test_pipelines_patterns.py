@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import apache_beam as beam
 import pytest
@@ -13,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 import beam_infer as bi
 from pipelines import branching, cascade, keyed, models, postprocess
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 KEYED_ANSWERS = [
     "key is first_question input is [105.0] output is 525.0",
     "key is second_question input is [108.0] output is 540.0",
@@ -36,6 +41,17 @@ def test_keyed_job_answers_the_bundled_questions(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert all(answer in printed for answer in KEYED_ANSWERS)
     assert (tmp_path / "five_model" / "saved_model.pb").exists()
+
+
+def test_readme_run_command_prints_the_four_answers(tmp_path):
+    # `python -m pipelines.keyed` as README runs it: a fresh directory, no flags.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-m", "pipelines.keyed"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(line for line in done.stdout.splitlines() if line.startswith("key is ")) \
+        == sorted(KEYED_ANSWERS)
+    assert (tmp_path / "work" / "keyed" / "output").exists()
 
 
 def test_keyed_job_reads_json_lines_and_a_given_model(tmp_path, zoo):
