@@ -175,7 +175,7 @@ def _score(args: argparse.Namespace, unknown: Sequence[str]) -> int:
     from pipelines import batch_scoring  # the job ships in the same distribution
 
     if "-h" in unknown or "--help" in unknown:
-        batch_scoring.parse_args(["--help"])
+        batch_scoring.parse_args(["--help"], prog=f"{PROG} score")
     batch_scoring.run(list(unknown))
     return 0
 

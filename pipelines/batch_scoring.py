@@ -137,8 +137,11 @@ def error_text(error: Any) -> str:
     return str(error)
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: Sequence[str] | None, *, prog: str | None = None
+               ) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
+                                     epilog="Any other flag (--runner, --project, ...) "
+                                            "goes to Beam's PipelineOptions.")
     parser.add_argument("--work_dir", default=os.path.join("work", "batch_scoring"),
                         help="Where the demo model, input and output go when not given.")
     parser.add_argument("--input", help="File pattern to score; default: the bundled "

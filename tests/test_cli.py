@@ -122,3 +122,12 @@ def test_console_script_is_declared(tmp_path):
                    cwd=REPO, check=True, capture_output=True, timeout=120)
     (entry_points,) = tmp_path.glob("*.egg-info/entry_points.txt")
     assert "beam-infer = beam_infer._cli:main" in entry_points.read_text()
+
+
+def test_score_help_shows_the_jobs_flags_under_the_commands_name(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _cli.main(["score", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: beam-infer score [-h] [--work_dir WORK_DIR] [--input INPUT]")
+    assert "--output_format {jsonl,parquet,tfrecord}" in out
