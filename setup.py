@@ -27,4 +27,5 @@ setup(
     package_data={"pipelines": ["data/*"]},
     install_requires=_requirements("requirements.txt"),
     extras_require={"test": _requirements("requirements-test.txt")},
+    entry_points={"console_scripts": ["beam-infer = beam_infer._cli:main"]},
 )

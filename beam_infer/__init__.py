@@ -22,6 +22,7 @@ from beam_infer._errors import (
     TagsError,
 )
 from beam_infer._handler import METRICS_NAMESPACE, SavedModelHandler
+from beam_infer._rows import PredictionLogToRows, prediction_log_to_row
 from beam_infer._signatures import Operation
 from beam_infer._transform import RunInference
 from beam_infer._versions import VersionPolicy
@@ -37,10 +38,12 @@ __all__ = [
     "ModelPathError",
     "ModelSpec",
     "Operation",
+    "PredictionLogToRows",
     "RunInference",
     "SavedModelHandler",
     "SignatureError",
     "TagsError",
     "VersionPolicy",
+    "prediction_log_to_row",
     "write_warmup_requests",
 ]

@@ -91,7 +91,8 @@ class ModelSpec:
         batching: How elements are batched; see ``BatchConfig``.
         share_across_processes: Load one copy per machine, shared by all SDK processes
             (big models, GPUs) instead of one per process.
-        model_copies: With sharing on, how many copies per machine (e.g. one per GPU).
+        model_copies: With sharing on, how many copies per machine. Unset: one per GPU
+            the worker sees (each pinned to its GPU), or 1 on a machine without GPUs.
         model_name: The name PredictionLogs record in ``model_spec.name`` when
             ``model_path`` is a versioned base path. Unset: the base path's last folder.
         version_policy: For a versioned base path (numbered child folders, as TF

@@ -14,7 +14,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference import base
 from tfx_bsl.public.proto import model_spec_pb2
 
-from beam_infer import _encoding, _prediction_log, _versions
+from beam_infer import _devices, _encoding, _prediction_log, _versions
 from beam_infer._config import ModelSpec, as_model_spec
 from beam_infer._errors import ConfigurationError
 from beam_infer._serving import LoadEvent, ServingModel
@@ -73,8 +73,19 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
         return self._version
 
     def load_model(self) -> ServingModel:
-        return ServingModel(self._spec, self._version,
-                            live=self._spec.poll_interval_secs is not None)
+        # On GPU workers: memory growth on, and each shared copy pinned to its own GPU.
+        with _devices.placement(self._spec.share_across_processes) as device:
+            return ServingModel(self._spec, self._version,
+                                live=self._spec.poll_interval_secs is not None, device=device)
+
+    def model_copies(self) -> int:
+        """Copies per machine when shared: as configured, else one per visible GPU.
+
+        Beam asks this on the worker (in ``setup``), so the GPUs counted are the worker's.
+        """
+        gpus = _devices.visible_gpus() if self._spec.share_across_processes else []
+        return _devices.default_model_copies(
+            self._spec.model_copies, self._spec.share_across_processes, gpus)
 
     def run_inference(
         self,

@@ -7,6 +7,7 @@ processes). It exposes only methods, so Beam's cross-process proxy can forward c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -86,14 +87,18 @@ class LoadedModel:
         model_path: Where the model lives (as configured; may be remote).
         tags: The MetaGraph tag set to load.
         signature_names: The signatures that will be called.
+        device: A ``tf.device`` name (e.g. ``"/GPU:1"``) to load and run on; None leaves
+            placement to TensorFlow.
 
     Raises:
         ModelLoadError: the copy, the load or the warm-up failed; the message says which
             and why.
     """
 
-    def __init__(self, model_path: str, tags: Sequence[str], signature_names: Sequence[str]):
+    def __init__(self, model_path: str, tags: Sequence[str], signature_names: Sequence[str],
+                 device: str | None = None):
         self.model_path = model_path
+        self.device = device
         local = local_copy(model_path)
         try:
             self._load(local, tags, signature_names)
@@ -108,7 +113,8 @@ class LoadedModel:
     def _load(self, local: str, tags: Sequence[str], signature_names: Sequence[str]) -> None:
         model_path = self.model_path
         try:
-            self._root = tf.saved_model.load(local, tags=list(tags))
+            with self._placement():
+                self._root = tf.saved_model.load(local, tags=list(tags))
         except Exception as e:
             raise ModelLoadError(
                 f"tf.saved_model.load failed for {model_path!r} (tags {list(tags)}): "
@@ -124,15 +130,20 @@ class LoadedModel:
                 f"tf.saved_model.load; restored: {sorted(self._root.signatures)}."
             )
         self._functions = {name: self._root.signatures[name] for name in signature_names}
-        self.warmup_records = _warmup.replay(
-            self._root, _warmup.read_warmup_records(local), model_path)
+        with self._placement():
+            self.warmup_records = _warmup.replay(
+                self._root, _warmup.read_warmup_records(local), model_path)
 
     def run(self, signature_name: str, feeds: Mapping[str, np.ndarray | tf.Tensor]
             ) -> dict[str, np.ndarray]:
         """Calls one signature on a batch and returns its outputs as numpy arrays."""
-        outputs = self._functions[signature_name](**feeds)
+        # Variables live where they were loaded; run there too, not on TF's default GPU.
+        with self._placement():
+            outputs = self._functions[signature_name](**feeds)
         return {alias: tensor.numpy() for alias, tensor in outputs.items()}
 
+    def _placement(self) -> contextlib.AbstractContextManager:
+        return tf.device(self.device) if self.device else contextlib.nullcontext()
 
     def take_size_report(self) -> int | None:
         """The SavedModel's size on disk the first time it is asked for, then None.

@@ -71,12 +71,16 @@ class ServingModel:
         spec: The job's ModelSpec (its ``model_path`` may be a versioned base path).
         initial: The version chosen when the pipeline was built.
         live: Look for new versions every ``spec.poll_interval_secs``.
+        device: The ``tf.device`` every version is loaded and run on (a GPU claimed by
+            this shared copy), or None.
 
     Raises:
         ModelLoadError: no allowed version could be loaded.
     """
 
-    def __init__(self, spec: ModelSpec, initial: _versions.ModelVersion, *, live: bool):
+    def __init__(self, spec: ModelSpec, initial: _versions.ModelVersion, *, live: bool,
+                 device: str | None = None):
+        self._device = device
         self._spec = spec
         self._base = spec.model_path
         self._policy = spec.version_policy or _versions.VersionPolicy.latest()
@@ -129,7 +133,8 @@ class ServingModel:
         start = time.monotonic()
         spec = self._spec.replace(model_path=version.path)
         plan = plan_signatures(spec)
-        model = LoadedModel(version.path, spec.effective_tags, [s.name for s in plan.signatures])
+        model = LoadedModel(version.path, spec.effective_tags, [s.name for s in plan.signatures],
+                            device=self._device)
         event = LoadEvent(
             version=version.version, ok=True,
             latency_ms=int((time.monotonic() - start) * 1000),

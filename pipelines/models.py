@@ -1,4 +1,4 @@
-"""The seed tutorial's demo models, built by code: ``y = 5x`` and ``y = 10x``.
+"""The seed tutorial's demo models and data, built by code: ``y = 5x`` and ``y = 10x``.
 
 Each is a SavedModel whose ``serving_default`` signature takes serialized
 ``tf.train.Example``s (input ``examples``, DT_STRING) holding one float feature ``x``,
@@ -9,6 +9,7 @@ rather than trained, so the answers are exact and the build takes a second.
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Iterable
 
@@ -17,6 +18,10 @@ import tensorflow as tf
 FEATURE = "x"
 INPUT_ALIAS = "examples"
 OUTPUT_ALIAS = "output_0"
+FIVE = 5.0
+TEN = 10.0
+# The seed's BigQuery table maths.maths_problems_1 (key STRING, value FLOAT64), bundled.
+QUESTIONS_CSV = os.path.join(os.path.dirname(__file__), "data", "maths_problems.csv")
 
 
 class _Multiplier(tf.Module):
@@ -45,6 +50,29 @@ def ensure_multiplier_model(path: str, factor: float) -> str:
     if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         build_multiplier_model(path, factor)
     return path
+
+
+def ensure_demo_models(work_dir: str) -> dict[float, str]:
+    """Builds the ``y = 5x`` and ``y = 10x`` models under ``work_dir`` unless present.
+
+    Returns:
+        ``{5.0: path_of_five, 10.0: path_of_ten}``.
+    """
+    return {factor: ensure_multiplier_model(os.path.join(work_dir, name), factor)
+            for factor, name in ((FIVE, "five_model"), (TEN, "ten_model"))}
+
+
+def read_questions(path: str = QUESTIONS_CSV) -> list[tuple[str, float]]:
+    """The bundled maths questions as ``(key, value)`` pairs, in file order."""
+    with open(path, newline="") as f:
+        return [(row["key"], float(row["value"])) for row in csv.DictReader(f)]
+
+
+def example_value(example: tf.train.Example | bytes) -> float:
+    """The one float a demo Example holds (the inverse of ``make_example``)."""
+    if isinstance(example, bytes):
+        example = tf.train.Example.FromString(example)
+    return example.features.feature[FEATURE].float_list.value[0]
 
 
 def make_example(value: float) -> tf.train.Example:

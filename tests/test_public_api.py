@@ -16,11 +16,13 @@ def test_public_names_are_pinned_and_sorted():
         "ModelPathError",
         "ModelSpec",
         "Operation",
+        "PredictionLogToRows",
         "RunInference",
         "SavedModelHandler",
         "SignatureError",
         "TagsError",
         "VersionPolicy",
+        "prediction_log_to_row",
         "write_warmup_requests",
     ]
     assert bi.__all__ == sorted(bi.__all__, key=lambda n: (not n.isupper(), n))

@@ -11,8 +11,8 @@ from apache_beam.metrics.metric import MetricsFilter
 from tensorflow_serving.apis import prediction_log_pb2
 
 import beam_infer as bi
+from beam_infer._cli import main as cli
 from beam_infer._loading import LoadedModel
-from beam_infer._warmup_cli import warmup_command
 from pipelines import models
 from tests import model_zoo
 from tests.beam_helpers import run_collect
@@ -122,7 +122,7 @@ def test_write_warmup_requests_errors(five, inputs, signature, message):
 
 def test_warmup_command_writes_the_file_from_a_tfrecord(five, tmp_path, capsys):
     samples = models.write_examples(str(tmp_path / "samples.tfrecord"), [1.0, 2.0])
-    assert warmup_command([five, "--from", samples]) == 0
+    assert cli(["warmup", five, "--from", samples]) == 0
     target = os.path.join(five, WARMUP)
     assert capsys.readouterr().out == f"wrote 2 warm-up requests to {target}\n"
     assert _load(five).warmup_records == 2
@@ -130,10 +130,10 @@ def test_warmup_command_writes_the_file_from_a_tfrecord(five, tmp_path, capsys):
 
 def test_warmup_command_reports_usage_errors(five, tmp_path, capsys):
     missing = str(tmp_path / "none*.tfrecord")
-    assert warmup_command([five, "--from", missing]) == 2
+    assert cli(["warmup", five, "--from", missing]) == 1
     assert capsys.readouterr().err == (
-        f"beam-infer warmup: no file matches --from {missing!r}; pass a TFRecord of "
+        f"beam-infer warmup: error: no file matches --from {missing!r}; pass a TFRecord of "
         "serialized tf.train.Example.\n")
     samples = models.write_examples(str(tmp_path / "s.tfrecord"), [1.0])
-    assert warmup_command([five, "--from", samples, "--signature_name", "nope"]) == 2
+    assert cli(["warmup", five, "--from", samples, "--signature_name", "nope"]) == 1
     assert "signature 'nope' not found" in capsys.readouterr().err

@@ -1,0 +1,223 @@
+"""The ``beam-infer`` command: look inside a SavedModel, score a table, write warm-up data.
+
+Each subcommand is one ``add_<name>(subparsers)`` function that registers its parser and
+sets ``handler`` (and ``passes_unknown_args`` when it forwards flags to a Beam job), so
+new subcommands are added without touching the others::
+
+    beam-infer inspect /models/five/1          # like saved_model_cli show --all
+    beam-infer inspect /models/five/1 --json   # the model structure as JSON
+    beam-infer score --input=in.csv --model_path=/models/five/1 --output=out
+    beam-infer warmup /models/five/1 --from samples.tfrecord
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from beam_infer._config import ModelSpec
+from beam_infer._errors import BeamInferError, ConfigurationError
+from beam_infer._signatures import (
+    Signature,
+    TensorInfo,
+    plan_signatures,
+    read_saved_model,
+    signatures_of,
+)
+from beam_infer._warmup import MAX_RECORDS as MAX_WARMUP_RECORDS
+from beam_infer._warmup import write_warmup_requests
+
+PROG = "beam-infer"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``beam-infer`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
+
+    Example:
+        >>> main(["inspect", "/models/five/1", "--json"])
+        0
+    """
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "passes_unknown_args", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        return args.handler(args, unknown)
+    except BeamInferError as e:
+        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Score data with TensorFlow SavedModels in Apache Beam.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+# --- inspect ---------------------------------------------------------------------------
+
+
+def add_inspect(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "inspect", help="Print every MetaGraph's signatures (saved_model_cli show --all).",
+        description="Print every tag set and signature of a SavedModel: method, inputs and "
+                    "outputs with dtype and shape, and whether beam_infer can serve it.")
+    parser.add_argument("model_path", metavar="MODEL_PATH",
+                        help="SavedModel directory on any Beam filesystem.")
+    parser.add_argument("--json", action="store_true",
+                        help="Print the model structure as JSON instead.")
+    parser.set_defaults(handler=_inspect)
+
+
+def describe_model(model_path: str) -> dict[str, Any]:
+    """The structure of a SavedModel as plain data (what ``inspect --json`` prints).
+
+    Returns:
+        ``{"model_path", "meta_graphs": [{"tags", "signatures": [{"name",
+        "method_name", "inputs", "outputs", "beam_infer"}]}]}``; tensors are
+        ``{"alias", "dtype": "DT_FLOAT", "shape": [-1, 1] | None, "tensor_name"}`` and
+        ``beam_infer`` says whether ``RunInference`` serves the signature
+        (``{"servable": True, "operation": "predict"}``) or why not.
+
+    Raises:
+        ModelPathError: no SavedModel at ``model_path``.
+    """
+    saved_model = read_saved_model(model_path)
+    return {
+        "model_path": model_path,
+        "meta_graphs": [
+            {"tags": list(meta_graph.meta_info_def.tags),
+             "signatures": [_describe_signature(model_path, meta_graph, signature)
+                            for signature in signatures_of(meta_graph).values()]}
+            for meta_graph in saved_model.meta_graphs
+        ],
+    }
+
+
+def _describe_signature(model_path: str, meta_graph: meta_graph_pb2.MetaGraphDef,
+                        signature: Signature) -> dict[str, Any]:
+    signature_def = meta_graph.signature_def[signature.name]
+
+    def tensors(infos: Sequence[TensorInfo], protos: Any) -> list[dict[str, Any]]:
+        return [{"alias": t.alias, "dtype": types_pb2.DataType.Name(protos[t.alias].dtype),
+                 "shape": None if t.shape is None else [-1 if d is None else d for d in t.shape],
+                 "tensor_name": protos[t.alias].name} for t in infos]
+
+    try:
+        plan = plan_signatures(ModelSpec(model_path=model_path,
+                                         signature_names=(signature.name,),
+                                         tags=tuple(meta_graph.meta_info_def.tags)))
+        serving = {"servable": True, "operation": plan.operation.value}
+    except BeamInferError as e:
+        serving = {"servable": False, "reason": str(e)}
+    return {"name": signature.name, "method_name": signature.method_name,
+            "inputs": tensors(signature.inputs, signature_def.inputs),
+            "outputs": tensors(signature.outputs, signature_def.outputs),
+            "beam_infer": serving}
+
+
+def format_model(description: dict[str, Any]) -> str:
+    """``saved_model_cli show --all``-style text for ``describe_model``'s result."""
+    lines = []
+    for meta_graph in description["meta_graphs"]:
+        tags = ", ".join(f"'{t}'" for t in meta_graph["tags"])
+        lines.append(f"MetaGraphDef with tag-set: {tags} contains the following SignatureDefs:")
+        for signature in meta_graph["signatures"]:
+            lines += ["", f"signature_def['{signature['name']}']:"]
+            for kind, key in (("input", "inputs"), ("output", "outputs")):
+                lines.append("  The given SavedModel SignatureDef contains the following "
+                             f"{kind}(s):")
+                for tensor in signature[key]:
+                    shape = tensor["shape"]
+                    shape_text = "unknown_rank" if shape is None else (
+                        "(" + ", ".join(str(d) for d in shape) + ")")
+                    lines += [f"    {key}['{tensor['alias']}'] tensor_info:",
+                              f"        dtype: {tensor['dtype']}",
+                              f"        shape: {shape_text}",
+                              f"        name: {tensor['tensor_name']}"]
+            lines.append(f"  Method name is: {signature['method_name']}")
+            serving = signature["beam_infer"]
+            lines.append("  beam_infer RunInference: " + (
+                serving["operation"] if serving["servable"]
+                else "not servable: " + serving["reason"]))
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _inspect(args: argparse.Namespace, unknown: Sequence[str]) -> int:
+    description = describe_model(args.model_path)
+    if args.json:
+        print(json.dumps(description, indent=2))
+    else:
+        print(format_model(description), end="")
+    return 0
+
+
+# --- score -----------------------------------------------------------------------------
+
+
+def add_score(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "score", add_help=False,
+        help="Run the batch scoring job (pipelines.batch_scoring); flags go to the job.",
+        description="Run pipelines.batch_scoring; every flag (--input, --model_path, "
+                    "--output_format, --runner, ...) is passed to it.")
+    parser.set_defaults(handler=_score, passes_unknown_args=True)
+
+
+def _score(args: argparse.Namespace, unknown: Sequence[str]) -> int:
+    from pipelines import batch_scoring  # the job ships in the same distribution
+
+    if "-h" in unknown or "--help" in unknown:
+        batch_scoring.parse_args(["--help"], prog=f"{PROG} score")
+    batch_scoring.run(list(unknown))
+    return 0
+
+
+# --- warmup ----------------------------------------------------------------------------
+
+
+def add_warmup(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "warmup", help="Write TF Serving warm-up requests into a SavedModel.",
+        description="Write assets.extra/tf_serving_warmup_requests into a SavedModel from "
+                    "sample inputs, so every load replays them before real traffic.")
+    parser.add_argument("model_path", metavar="MODEL_PATH",
+                        help="A SavedModel directory (one version folder) on any Beam "
+                             "filesystem.")
+    parser.add_argument("--from", dest="inputs", required=True, metavar="INPUTS",
+                        help="TFRecord file of serialized tf.train.Example (glob allowed); "
+                             f"the first {MAX_WARMUP_RECORDS} records are used.")
+    parser.add_argument("--signature_name", default="serving_default",
+                        help="The signature the requests are for (default serving_default).")
+    parser.set_defaults(handler=_warmup)
+
+
+def _warmup(args: argparse.Namespace, unknown: Sequence[str]) -> int:
+    files = tf.io.gfile.glob(args.inputs)
+    if not files:
+        raise ConfigurationError(
+            f"no file matches --from {args.inputs!r}; pass a TFRecord of serialized "
+            "tf.train.Example.")
+    dataset = tf.data.TFRecordDataset(sorted(files)).take(MAX_WARMUP_RECORDS)
+    records = [bytes(raw) for raw in dataset.as_numpy_iterator()]
+    target = write_warmup_requests(args.model_path, records,
+                                   signature_name=args.signature_name)
+    print(f"wrote {len(records)} warm-up requests to {target}")
+    return 0
+
+
+SUBCOMMANDS: list[Callable[[Any], None]] = [add_inspect, add_score, add_warmup]
+
+if __name__ == "__main__":
+    sys.exit(main())

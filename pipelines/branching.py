@@ -1,0 +1,110 @@
+"""The seed's branching pattern: the same questions to the x5 and x10 models, flattened.
+
+Each branch runs its own ``RunInference`` step; the results are flattened into one
+collection of rows, each tagged with the model that produced it::
+
+    python -m pipelines.branching
+    python -m pipelines.branching --five_model=gs://b/five/1 --ten_model=gs://b/ten/1 \\
+        --input_table=P:maths.maths_problems_1 --runner=DataflowRunner ...
+
+Prints ``model is x5 key is first_question input is [105.0] output is 525.0`` and the
+same for ``x10``; ``--output`` receives the lines, ``--rows_output`` JSON-lines rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+
+import beam_infer as bi
+from pipelines import keyed, models, postprocess
+
+
+def tag_model(row: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """The row with a ``model`` field naming the branch that answered it."""
+    return {**row, "model": model}
+
+
+def format_tagged_row(row: Mapping[str, Any]) -> str:
+    """``model is x5 key is ... input is ... output is ...``."""
+    return f"model is {row['model']} {postprocess.format_row(row)}"
+
+
+class ScoreWithModel(beam.PTransform):
+    """``(key, Example)`` → rows tagged ``model``: one branch of the pattern.
+
+    Args:
+        model: The tag written to each row (e.g. ``"x5"``).
+        spec: The model to run.
+
+    Example:
+        >>> five = questions | "x5" >> ScoreWithModel(model="x5", spec=five_spec)
+    """
+
+    def __init__(self, *, model: str, spec: bi.ModelSpec):
+        super().__init__()
+        self._model = model
+        self._inference = bi.RunInference(spec)
+
+    def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
+        return (pcoll
+                | "RunInference" >> self._inference
+                | "ToRows" >> bi.PredictionLogToRows()
+                | "TagModel" >> beam.Map(tag_model, self._model))
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work_dir", default=os.path.join("work", "branching"),
+                        help="Where the demo models and outputs go when not given.")
+    parser.add_argument("--five_model", help="The x5 SavedModel; default: build y = 5x.")
+    parser.add_argument("--ten_model", help="The x10 SavedModel; default: build y = 10x.")
+    keyed.add_question_flags(parser)
+    parser.add_argument("--output", help="Text output prefix; default: <work_dir>/output.")
+    parser.add_argument("--rows_output", help="JSON lines prefix; default: <work_dir>/rows.")
+    return parser.parse_known_args(argv)
+
+
+def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection:
+    """Applies the job's steps and returns the flattened, tagged rows."""
+    built = models.ensure_demo_models(args.work_dir) if not (
+        args.five_model and args.ten_model) else {}
+    five = bi.ModelSpec(model_path=args.five_model or built[models.FIVE])
+    ten = bi.ModelSpec(model_path=args.ten_model or built[models.TEN])
+    questions = keyed.read_questions(pipeline, args)
+    rows = (
+        (questions | "MultiplyFive" >> ScoreWithModel(model="x5", spec=five),
+         questions | "MultiplyTen" >> ScoreWithModel(model="x10", spec=ten))
+        | "Flatten" >> beam.Flatten()
+    )
+    lines = rows | "Format" >> beam.Map(format_tagged_row)
+    _ = lines | "Print" >> beam.Map(print)
+    _ = lines | "WriteResults" >> beam.io.WriteToText(
+        args.output or os.path.join(args.work_dir, "output"), shard_name_template="")
+    _ = rows | "WriteRows" >> postprocess.WriteRows(
+        args.rows_output or os.path.join(args.work_dir, "rows"), fmt="jsonl", num_shards=1)
+    return rows
+
+
+def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
+        test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
+    args, pipeline_args = parse_args(argv)
+    os.makedirs(args.work_dir, exist_ok=True)
+    options = PipelineOptions(pipeline_args)
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    build(pipeline, args)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result
+
+
+if __name__ == "__main__":
+    logging.getLogger().setLevel(logging.WARNING)
+    run()

@@ -1,0 +1,111 @@
+"""The seed's sequential (cascade) pattern: x5, then x10 on the x5 answer.
+
+The first model's output becomes the second model's input; the original input rides
+along in the key, so the last step still knows what was asked::
+
+    python -m pipelines.cascade
+    python -m pipelines.cascade --five_model=gs://b/five/1 --ten_model=gs://b/ten/1 ...
+
+Prints ``key is first_question original input is 105.0 input is [525.0] output is
+5250.0``; ``--output`` receives the lines, ``--rows_output`` JSON-lines rows with an
+``original_input`` field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import apache_beam as beam
+import tensorflow as tf
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.typehints import typehints
+from tensorflow_serving.apis import prediction_log_pb2
+
+import beam_infer as bi
+from pipelines import keyed, models, postprocess
+
+CarriedKey = tuple[bytes, float]  # (original key, original input)
+
+
+def chain_to_next(element: tuple[bytes, prediction_log_pb2.PredictionLog]
+                  ) -> tuple[CarriedKey, tf.train.Example]:
+    """``(key, x5 log)`` → ``((key, original input), Example of the x5 answer)``.
+
+    Example:
+        >>> (key, original), example = chain_to_next((b"q1", five_log))
+    """
+    key, log = element
+    predict_log = log.predict_log
+    original = models.example_value(predict_log.request.inputs[models.INPUT_ALIAS].string_val[0])
+    answer = predict_log.response.outputs[models.OUTPUT_ALIAS].float_val[0]
+    return (key, original), models.make_example(answer)
+
+
+def to_cascade_row(element: tuple[CarriedKey, prediction_log_pb2.PredictionLog]
+                   ) -> dict[str, Any]:
+    """The final row: the x10 log's row, keyed by the original key, with its first input."""
+    (key, original), log = element
+    return {**bi.prediction_log_to_row(log, key=key), "original_input": original}
+
+
+def format_cascade_row(row: Mapping[str, Any]) -> str:
+    line = postprocess.format_row(row)
+    head = f"key is {row['key']} "
+    return f"{head}original input is {row['original_input']} {line.removeprefix(head)}"
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work_dir", default=os.path.join("work", "cascade"),
+                        help="Where the demo models and outputs go when not given.")
+    parser.add_argument("--five_model", help="The first SavedModel; default: build y = 5x.")
+    parser.add_argument("--ten_model", help="The second SavedModel; default: build y = 10x.")
+    keyed.add_question_flags(parser)
+    parser.add_argument("--output", help="Text output prefix; default: <work_dir>/output.")
+    parser.add_argument("--rows_output", help="JSON lines prefix; default: <work_dir>/rows.")
+    return parser.parse_known_args(argv)
+
+
+def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection:
+    """Applies the job's steps and returns the final rows."""
+    built = models.ensure_demo_models(args.work_dir) if not (
+        args.five_model and args.ten_model) else {}
+    five = bi.ModelSpec(model_path=args.five_model or built[models.FIVE])
+    ten = bi.ModelSpec(model_path=args.ten_model or built[models.TEN])
+    rows = (
+        keyed.read_questions(pipeline, args)
+        | "MultiplyFive" >> bi.RunInference(five)
+        | "ChainToNext" >> beam.Map(chain_to_next).with_output_types(
+            typehints.Tuple[typehints.Tuple[bytes, float], tf.train.Example])
+        | "MultiplyTen" >> bi.RunInference(ten)
+        | "ToRows" >> beam.Map(to_cascade_row)
+    )
+    lines = rows | "Format" >> beam.Map(format_cascade_row)
+    _ = lines | "Print" >> beam.Map(print)
+    _ = lines | "WriteResults" >> beam.io.WriteToText(
+        args.output or os.path.join(args.work_dir, "output"), shard_name_template="")
+    _ = rows | "WriteRows" >> postprocess.WriteRows(
+        args.rows_output or os.path.join(args.work_dir, "rows"), fmt="jsonl", num_shards=1)
+    return rows
+
+
+def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
+        test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
+    args, pipeline_args = parse_args(argv)
+    os.makedirs(args.work_dir, exist_ok=True)
+    options = PipelineOptions(pipeline_args)
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    build(pipeline, args)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result
+
+
+if __name__ == "__main__":
+    logging.getLogger().setLevel(logging.WARNING)
+    run()
