@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from beam_infer._config import BatchConfig, ModelSpec
+from beam_infer._config import BatchConfig, ModelSpec, Output
 from beam_infer._errors import (
     BeamInferError,
     ConfigurationError,
@@ -22,7 +22,7 @@ from beam_infer._errors import (
     TagsError,
 )
 from beam_infer._handler import METRICS_NAMESPACE, SavedModelHandler
-from beam_infer._signatures import Operation
+from beam_infer._signatures import Feed, Operation
 from beam_infer._transform import RunInference
 
 __all__ = [
@@ -30,11 +30,13 @@ __all__ = [
     "BatchConfig",
     "BeamInferError",
     "ConfigurationError",
+    "Feed",
     "InputError",
     "ModelLoadError",
     "ModelPathError",
     "ModelSpec",
     "Operation",
+    "Output",
     "RunInference",
     "SavedModelHandler",
     "SignatureError",

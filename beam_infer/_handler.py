@@ -10,22 +10,29 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference import base
 from tfx_bsl.public.proto import model_spec_pb2
 
-from beam_infer import _encoding, _prediction_log
-from beam_infer._config import ModelSpec, as_model_spec
+from beam_infer import _encoding, _prediction_log, _tensors
+from beam_infer._config import ModelSpec, Output, as_model_spec
+from beam_infer._errors import ConfigurationError
 from beam_infer._loading import LoadedModel
-from beam_infer._signatures import Operation, SignaturePlan, plan_signatures
+from beam_infer._signatures import Feed, Operation, Signature, SignaturePlan, plan_signatures
 
 METRICS_NAMESPACE = "beam_infer"
 
 PredictionLog = _prediction_log.PredictionLog
+PredictionResult = base.PredictionResult
 
 
-class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, LoadedModel]):
-    """Loads a SavedModel once per worker and turns batches of examples into PredictionLogs.
+class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult, LoadedModel]):
+    """Loads a SavedModel once per worker and turns batches of elements into predictions.
+
+    Signatures with one string input (and every classify/regress signature) are fed
+    serialized examples; any other predict signature is fed named tensors stacked from
+    the elements (see ``RunInference`` for the element kinds).
 
     The model's signatures are read and checked when the handler is built, so a wrong
     path, tag or signature fails pipeline construction, not the first bundle. Works with
@@ -34,19 +41,27 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
 
     Args:
         spec: A ``beam_infer.ModelSpec`` or tfx-bsl's ``InferenceSpecType``.
+        output: ``Output.PREDICTION_LOG`` (default) or the lean ``Output.RESULT``.
 
     Raises:
-        ConfigurationError: the model, its tags or its signatures do not fit; the message
-            says what was found and how to fix it.
+        ConfigurationError: the model, its tags or its signatures do not fit, or
+            ``output`` is not an ``Output``; the message says how to fix it.
 
     Example:
         >>> handler = SavedModelHandler(ModelSpec(model_path="/models/five/1"))
         >>> logs = pcoll | apache_beam.ml.inference.RunInference(handler)
     """
 
-    def __init__(self, spec: ModelSpec | model_spec_pb2.InferenceSpecType):
+    def __init__(self, spec: ModelSpec | model_spec_pb2.InferenceSpecType, *,
+                 output: Output = Output.PREDICTION_LOG):
+        if not isinstance(output, Output):
+            raise ConfigurationError(
+                f"output must be a beam_infer.Output; got {output!r}. Pass "
+                "output=bi.Output.PREDICTION_LOG or output=bi.Output.RESULT."
+            )
         self._spec = as_model_spec(spec)
         self._plan = plan_signatures(self._spec)
+        self._output = output
         super().__init__(
             large_model=self._spec.share_across_processes,
             model_copies=self._spec.model_copies,
@@ -60,6 +75,10 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
     def plan(self) -> SignaturePlan:
         return self._plan
 
+    @property
+    def output(self) -> Output:
+        return self._output
+
     def load_model(self) -> LoadedModel:
         return LoadedModel(
             self._spec.model_path,
@@ -69,10 +88,10 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
 
     def run_inference(
         self,
-        batch: Sequence[_encoding.ExampleLike],
+        batch: Sequence[Any],
         model: LoadedModel,
         inference_args: Mapping[str, Any] | None = None,
-    ) -> Iterable[PredictionLog]:
+    ) -> Iterable[PredictionLog | PredictionResult]:
         if not batch:
             return []
         size = model.take_size_report()
@@ -80,27 +99,57 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
             Metrics.distribution(METRICS_NAMESPACE, "saved_model_byte_size").update(size)
         plan = self._plan
         first = plan.signatures[0]
+        if self._feeds_tensors(batch):
+            return self._run_tensors(batch, model, first)
         serialized = _encoding.serialize_examples(
             batch,
             signature_name=first.name,
             accepts_sequence_examples=plan.operation is Operation.PREDICT,
         )
-        feeds = {plan.input_alias: serialized}
+        # One object array: TF converts it to a string tensor without a Python loop.
+        feeds = {plan.input_alias: np.array(serialized, dtype=object)}
+        lean = self._output is Output.RESULT
         if plan.operation is Operation.PREDICT:
             outputs = model.run(first.name, feeds)
+            if lean:
+                return _results(batch, outputs, first.name)
             return _prediction_log.predict_logs(
                 serialized, outputs, input_alias=plan.input_alias, signature_name=first.name)
+        if plan.operation is Operation.MULTI_INFERENCE:
+            results = [(s, model.run(s.name, {s.inputs[0].alias: feeds[plan.input_alias]}))
+                       for s in plan.signatures]
+            if lean:
+                return _results(batch, {f"{s.name}/{alias}": value for s, outputs in results
+                                        for alias, value in outputs.items()}, first.name)
+            return _prediction_log.multi_inference_logs(serialized, results)
+        outputs = model.run(first.name, feeds)
+        if lean:
+            return _results(batch, outputs, first.name)
         if plan.operation is Operation.CLASSIFY:
-            return _prediction_log.classify_logs(
-                serialized, model.run(first.name, feeds), signature_name=first.name)
-        if plan.operation is Operation.REGRESS:
-            return _prediction_log.regress_logs(
-                serialized, model.run(first.name, feeds), signature_name=first.name)
-        results = [(s, model.run(s.name, {s.inputs[0].alias: serialized}))
-                   for s in plan.signatures]
-        return _prediction_log.multi_inference_logs(serialized, results)
+            return _prediction_log.classify_logs(serialized, outputs, signature_name=first.name)
+        return _prediction_log.regress_logs(serialized, outputs, signature_name=first.name)
 
-    def get_num_bytes(self, batch: Sequence[_encoding.ExampleLike]) -> int:
+    def _feeds_tensors(self, batch: Sequence[Any]) -> bool:
+        if self._plan.feed is Feed.TENSORS:
+            return True
+        # A one-string-input predict signature takes raw strings too; examples stay the
+        # default for Example protos and bytes.
+        return self._plan.operation is Operation.PREDICT and \
+            _tensors.is_tensor_element(batch[0])
+
+    def _run_tensors(self, batch: Sequence[Any], model: LoadedModel, signature: Signature
+                     ) -> list[PredictionLog] | list[PredictionResult]:
+        tensors = _tensors.batch_tensors(
+            batch, signature, pad=self._spec.pad_variable_length_inputs)
+        outputs = model.run(signature.name, tensors.feeds)
+        if self._output is Output.RESULT:
+            return _results(batch, outputs, signature.name)
+        return _prediction_log.tensor_predict_logs(
+            tensors.rows, outputs, len(batch), signature_name=signature.name)
+
+    def get_num_bytes(self, batch: Sequence[Any]) -> int:
+        if self._feeds_tensors(batch):
+            return _tensors.num_bytes(batch)
         return _encoding.num_bytes(batch)
 
     def get_metrics_namespace(self) -> str:
@@ -118,3 +167,17 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
     def __repr__(self) -> str:
         names = ",".join(s.name for s in self._plan.signatures)
         return f"SavedModelHandler({self._spec.model_path}, {self._plan.operation.value}:{names})"
+
+
+def _results(batch: Sequence[Any], outputs: Mapping[str, np.ndarray], signature_name: str
+             ) -> list[PredictionResult]:
+    """One ``PredictionResult(element, {alias: row})`` per element; rows are numpy views."""
+    _prediction_log.check_batch_outputs(outputs, len(batch), signature_name)
+    aliases = list(outputs)
+    if len(aliases) == 1:
+        (alias,) = aliases
+        return [PredictionResult(e, {alias: row}) for e, row in zip(batch, outputs[alias],
+                                                                      strict=True)]
+    columns = [outputs[a] for a in aliases]
+    return [PredictionResult(e, dict(zip(aliases, rows, strict=True)))
+            for e, *rows in zip(batch, *columns, strict=True)]

@@ -90,26 +90,126 @@ def check_batch_outputs(outputs: Mapping[str, np.ndarray], batch_size: int,
             )
 
 
+def row_tensor_bytes(batch: np.ndarray) -> list[bytes]:
+    """``row_tensor_proto(row).SerializeToString()`` for every row of ``batch``, made fast.
+
+    Fixed-width numbers are stored raw (``tensor_content``, or packed ``float_val`` /
+    ``double_val`` for one value), so every row's encoding is one constant prefix plus
+    the row's bytes: one proto is built per batch, and rows are sliced from one buffer.
+    """
+    rows = len(batch)
+    if rows == 0:
+        return []
+    row_size = batch[0].size
+    if batch.dtype in _RAW_ALWAYS or (batch.dtype in _PACKED and row_size > 1):
+        contiguous = np.ascontiguousarray(batch)
+        width = contiguous[0].nbytes
+        first = row_tensor_proto(contiguous[0]).SerializeToString()
+        buffer = contiguous.tobytes()
+        if width and first.endswith(buffer[:width]):
+            prefix = first[:-width]
+            return [prefix + buffer[i:i + width] for i in range(0, rows * width, width)]
+    return [row_tensor_proto(row).SerializeToString() for row in batch]
+
+
+# Dtypes whose values are raw little-endian bytes at any row size.
+_RAW_ALWAYS = {np.dtype(np.float32), np.dtype(np.float64)}
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_VARINTS = [_varint(i) for i in range(1 << 14)]
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: its tag byte(s), the payload's length, the payload."""
+    size = len(payload)
+    return tag + (_VARINTS[size] if size < 16384 else _varint(size)) + payload
+
+
+# Wire tags (field number << 3 | 2) of the length-delimited fields a predict log uses.
+_LOG_PREDICT = b"\x32"  # PredictionLog.predict_log = 6
+_PREDICT_REQUEST = b"\x0a"  # PredictLog.request = 1
+_PREDICT_RESPONSE = b"\x12"  # PredictLog.response = 2
+_REQUEST_MODEL_SPEC = b"\x0a"  # PredictRequest.model_spec = 1
+_REQUEST_INPUTS = b"\x12"  # PredictRequest.inputs = 2 (map entries)
+_RESPONSE_OUTPUTS = b"\x0a"  # PredictResponse.outputs = 1
+_RESPONSE_MODEL_SPEC = b"\x12"  # PredictResponse.model_spec = 2
+_MAP_KEY, _MAP_VALUE = b"\x0a", b"\x12"
+_SIGNATURE_NAME = b"\x1a"  # ModelSpec.signature_name = 3
+_STRING_VAL = b"\x42"  # TensorProto.string_val = 8
+# dtype: DT_STRING, tensor_shape { dim { size: 1 } }: a serialized example's tensor.
+_EXAMPLE_TENSOR_PREFIX = b"\x08\x07\x12\x04\x12\x02\x08\x01"
+
+
+def example_tensor_bytes(serialized: Sequence[bytes]) -> list[bytes]:
+    """The encoded DT_STRING [1] TensorProto holding each serialized example."""
+    prefix = _EXAMPLE_TENSOR_PREFIX
+    return [_field(prefix + _STRING_VAL, e) for e in serialized]
+
+
+def _map_entries(tag: bytes, columns: Mapping[str, Sequence[bytes]], rows: int
+                 ) -> list[bytes]:
+    """Per element, the encoded map entries ``{alias: tensor}`` of one map field."""
+    if not columns:
+        return [b""] * rows
+    parts = []
+    for alias, values in columns.items():
+        key = _field(_MAP_KEY, alias.encode())
+        parts.append([_field(tag, key + _field(_MAP_VALUE, v)) for v in values])
+    return parts[0] if len(parts) == 1 else [b"".join(p) for p in zip(*parts, strict=True)]
+
+
+def predict_logs_from_bytes(inputs: Mapping[str, Sequence[bytes]],
+                            outputs: Mapping[str, Sequence[bytes]], rows: int, *,
+                            signature_name: str) -> list[PredictionLog]:
+    """Predict logs from each element's encoded input and output TensorProtos.
+
+    The log is written on the wire and parsed once (upb, in C): the same message as
+    one built field by field, at a fraction of the Python work per element.
+    """
+    spec = _field(_SIGNATURE_NAME, signature_name.encode())
+    request_spec = _field(_REQUEST_MODEL_SPEC, spec)
+    response_spec = _field(_RESPONSE_MODEL_SPEC, spec)
+    request_inputs = _map_entries(_REQUEST_INPUTS, inputs, rows)
+    response_outputs = _map_entries(_RESPONSE_OUTPUTS, outputs, rows)
+    parse = PredictionLog.FromString
+    return [
+        parse(_field(_LOG_PREDICT,
+                     _field(_PREDICT_REQUEST, request_spec + request)
+                     + _field(_PREDICT_RESPONSE, response + response_spec)))
+        for request, response in zip(request_inputs, response_outputs, strict=True)
+    ]
+
+
 def predict_logs(serialized: Sequence[bytes], outputs: Mapping[str, np.ndarray], *,
                  input_alias: str, signature_name: str) -> list[PredictionLog]:
     """Predict logs for a batch of serialized examples."""
     check_batch_outputs(outputs, len(serialized), signature_name)
-    input_shape = _shape_proto((1,))
-    logs = []
-    for i, element in enumerate(serialized):
-        log = PredictionLog()
-        predict_log = log.predict_log
-        request_input = predict_log.request.inputs[input_alias]
-        request_input.dtype = types_pb2.DT_STRING
-        request_input.tensor_shape.CopyFrom(input_shape)
-        request_input.string_val.append(element)
-        predict_log.request.model_spec.signature_name = signature_name
-        predict_log.response.model_spec.signature_name = signature_name
-        response_outputs = predict_log.response.outputs
-        for alias, value in outputs.items():
-            response_outputs[alias].CopyFrom(row_tensor_proto(value[i]))
-        logs.append(log)
-    return logs
+    return predict_logs_from_bytes(
+        {input_alias: example_tensor_bytes(serialized)},
+        {alias: row_tensor_bytes(value) for alias, value in outputs.items()},
+        len(serialized), signature_name=signature_name)
+
+
+def tensor_predict_logs(rows: Mapping[str, Sequence[np.ndarray]],
+                        outputs: Mapping[str, np.ndarray], batch_size: int, *,
+                        signature_name: str) -> list[PredictionLog]:
+    """Predict logs for tensor inputs: each element's tensors with a leading 1."""
+    check_batch_outputs(outputs, batch_size, signature_name)
+    inputs = {alias: row_tensor_bytes(value) if isinstance(value, np.ndarray)
+              else [row_tensor_proto(r).SerializeToString() for r in value]
+              for alias, value in rows.items()}
+    return predict_logs_from_bytes(
+        inputs, {alias: row_tensor_bytes(value) for alias, value in outputs.items()},
+        batch_size, signature_name=signature_name)
 
 
 def classifications(outputs: Mapping[str, np.ndarray], batch_size: int,
