@@ -100,7 +100,7 @@ def row_tensor_bytes(batch: np.ndarray) -> list[bytes]:
     rows = len(batch)
     if rows == 0:
         return []
-    row_size = batch[0].size
+    row_size = int(np.prod(batch.shape[1:]))
     if batch.dtype in _RAW_ALWAYS or (batch.dtype in _PACKED and row_size > 1):
         contiguous = np.ascontiguousarray(batch)
         width = contiguous[0].nbytes
@@ -109,7 +109,9 @@ def row_tensor_bytes(batch: np.ndarray) -> list[bytes]:
         if width and first.endswith(buffer[:width]):
             prefix = first[:-width]
             return [prefix + buffer[i:i + width] for i in range(0, rows * width, width)]
-    return [row_tensor_proto(row).SerializeToString() for row in batch]
+    # Rows of a 1-D object array are bare bytes; asarray makes them 0-d arrays again.
+    return [row_tensor_proto(np.asarray(row, dtype=batch.dtype)).SerializeToString()
+            for row in batch]
 
 
 # Dtypes whose values are raw little-endian bytes at any row size.
@@ -205,7 +207,7 @@ def tensor_predict_logs(rows: Mapping[str, Sequence[np.ndarray]],
     """Predict logs for tensor inputs: each element's tensors with a leading 1."""
     check_batch_outputs(outputs, batch_size, signature_name)
     inputs = {alias: row_tensor_bytes(value) if isinstance(value, np.ndarray)
-              else [row_tensor_proto(r).SerializeToString() for r in value]
+              else [row_tensor_proto(np.asarray(r)).SerializeToString() for r in value]
               for alias, value in rows.items()}
     return predict_logs_from_bytes(
         inputs, {alias: row_tensor_bytes(value) for alias, value in outputs.items()},

@@ -154,8 +154,11 @@ def _cast(array: np.ndarray, info: TensorInfo, signature: Signature, *, literal:
     if array.dtype == expected:
         return array
     if array.dtype.kind in "OSU":
-        raise InputError(_dtype_message(info, signature, array.dtype,
-                                        "strings are not cast to numbers"))
+        raise InputError(
+            f"input {info.alias!r} of signature {signature.name!r} takes "
+            f"{info.dtype.name}, but got {array.dtype.name} values; strings and objects are "
+            f"not converted to numbers. Parse them into {info.dtype.name} values first."
+        )
     if np.can_cast(array.dtype, expected, casting="safe") or (
             literal and array.dtype.kind == "f" and expected.kind == "f"):
         return array.astype(expected)
@@ -193,8 +196,11 @@ def _as_bytes(array: np.ndarray, info: TensorInfo, signature: Signature) -> np.n
         if all(isinstance(v, bytes | str) for v in array.flat):
             return np.array([v.encode() if isinstance(v, str) else v for v in array.flat],
                             dtype=object).reshape(array.shape)
-    raise InputError(_dtype_message(info, signature, array.dtype,
-                                     "only str or bytes go into a string input"))
+    raise InputError(
+        f"input {info.alias!r} of signature {signature.name!r} takes strings, but got "
+        f"{array.dtype.name} values; only str and bytes go into a string input. Convert "
+        "the values to text first (e.g. str(value))."
+    )
 
 
 def _check_row_shape(shape: tuple[int, ...], info: TensorInfo, signature: Signature,
