@@ -9,7 +9,8 @@ written for tfx-bsl reads ours unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -151,54 +152,76 @@ _STRING_VAL = b"\x42"  # TensorProto.string_val = 8
 _EXAMPLE_TENSOR_PREFIX = b"\x08\x07\x12\x04\x12\x02\x08\x01"
 
 
-def example_tensor_bytes(serialized: Sequence[bytes]) -> list[bytes]:
-    """The encoded DT_STRING [1] TensorProto holding each serialized example."""
-    prefix = _EXAMPLE_TENSOR_PREFIX
-    return [_field(prefix + _STRING_VAL, e) for e in serialized]
+class _Headers(dict):
+    """The bytes that precede a payload of each length in one fixed wrapping of it.
 
-
-def _map_entries(tag: bytes, columns: Mapping[str, Sequence[bytes]], rows: int
-                 ) -> list[bytes]:
-    """Per element, the encoded map entries ``{alias: tensor}`` of one map field."""
-    if not columns:
-        return [b""] * rows
-    parts = []
-    for alias, values in columns.items():
-        key = _field(_MAP_KEY, alias.encode())
-        parts.append([_field(tag, key + _field(_MAP_VALUE, v)) for v in values])
-    return parts[0] if len(parts) == 1 else [b"".join(p) for p in zip(*parts, strict=True)]
-
-
-def predict_logs_from_bytes(inputs: Mapping[str, Sequence[bytes]],
-                            outputs: Mapping[str, Sequence[bytes]], rows: int, *,
-                            signature_name: str) -> list[PredictionLog]:
-    """Predict logs from each element's encoded input and output TensorProtos.
-
-    The log is written on the wire and parsed once (upb, in C): the same message as
-    one built field by field, at a fraction of the Python work per element.
+    Nested length prefixes depend only on the payload's length, so they are encoded once
+    per distinct length; a batch usually has one or a few.
     """
+
+    def __init__(self, wrap: Callable[[bytes], bytes]):
+        super().__init__()
+        self._wrap = wrap
+
+    def __missing__(self, length: int) -> bytes:
+        encoded = self._wrap(bytes(length))
+        header = encoded[: len(encoded) - length]
+        self[length] = header
+        return header
+
+
+def _input_piece(alias: bytes, tensor: bytes) -> bytes:
+    """An encoded PredictionLog holding only ``request.inputs[alias] = tensor``."""
+    entry = _field(_MAP_KEY, alias) + _field(_MAP_VALUE, tensor)
+    return _field(_LOG_PREDICT, _field(_PREDICT_REQUEST, _field(_REQUEST_INPUTS, entry)))
+
+
+def _output_piece(alias: bytes, tensor: bytes) -> bytes:
+    """An encoded PredictionLog holding only ``response.outputs[alias] = tensor``."""
+    entry = _field(_MAP_KEY, alias) + _field(_MAP_VALUE, tensor)
+    return _field(_LOG_PREDICT, _field(_PREDICT_RESPONSE, _field(_RESPONSE_OUTPUTS, entry)))
+
+
+def _spec_piece(signature_name: str) -> bytes:
+    """An encoded PredictionLog holding only the request's and response's model_spec."""
     spec = _field(_SIGNATURE_NAME, signature_name.encode())
-    request_spec = _field(_REQUEST_MODEL_SPEC, spec)
-    response_spec = _field(_RESPONSE_MODEL_SPEC, spec)
-    request_inputs = _map_entries(_REQUEST_INPUTS, inputs, rows)
-    response_outputs = _map_entries(_RESPONSE_OUTPUTS, outputs, rows)
+    return _field(_LOG_PREDICT, _field(_PREDICT_REQUEST, _field(_REQUEST_MODEL_SPEC, spec))
+                  + _field(_PREDICT_RESPONSE, _field(_RESPONSE_MODEL_SPEC, spec)))
+
+
+def _wrapped(payloads: Sequence[bytes], wrap: Callable[[bytes], bytes]) -> list[bytes]:
+    headers = _Headers(wrap)
+    return [headers[len(p)] + p for p in payloads]
+
+
+def _parse_logs(spec: bytes, columns: Sequence[Sequence[bytes]]) -> list[PredictionLog]:
+    """Parses each element's pieces as one PredictionLog.
+
+    Encoded messages concatenated parse as their merge (protobuf's wire format rule), so
+    each piece sets its own fields and upb, in C, does the rest.
+    """
     parse = PredictionLog.FromString
-    return [
-        parse(_field(_LOG_PREDICT,
-                     _field(_PREDICT_REQUEST, request_spec + request)
-                     + _field(_PREDICT_RESPONSE, response + response_spec)))
-        for request, response in zip(request_inputs, response_outputs, strict=True)
-    ]
+    if len(columns) == 2:  # one input and one output: the common case, kept cheap
+        return [parse(spec + a + b) for a, b in zip(*columns, strict=True)]
+    return [parse(spec + b"".join(parts)) for parts in zip(*columns, strict=True)]
+
+
+def _output_columns(outputs: Mapping[str, np.ndarray]) -> list[list[bytes]]:
+    return [_wrapped(row_tensor_bytes(value), functools.partial(_output_piece, alias.encode()))
+            for alias, value in outputs.items()]
 
 
 def predict_logs(serialized: Sequence[bytes], outputs: Mapping[str, np.ndarray], *,
                  input_alias: str, signature_name: str) -> list[PredictionLog]:
     """Predict logs for a batch of serialized examples."""
     check_batch_outputs(outputs, len(serialized), signature_name)
-    return predict_logs_from_bytes(
-        {input_alias: example_tensor_bytes(serialized)},
-        {alias: row_tensor_bytes(value) for alias, value in outputs.items()},
-        len(serialized), signature_name=signature_name)
+    alias = input_alias.encode()
+
+    def wrap(example: bytes) -> bytes:  # a DT_STRING [1] tensor holding the example
+        return _input_piece(alias, _EXAMPLE_TENSOR_PREFIX + _field(_STRING_VAL, example))
+
+    return _parse_logs(_spec_piece(signature_name),
+                       [_wrapped(serialized, wrap), *_output_columns(outputs)])
 
 
 def tensor_predict_logs(rows: Mapping[str, Sequence[np.ndarray]],
@@ -206,12 +229,12 @@ def tensor_predict_logs(rows: Mapping[str, Sequence[np.ndarray]],
                         signature_name: str) -> list[PredictionLog]:
     """Predict logs for tensor inputs: each element's tensors with a leading 1."""
     check_batch_outputs(outputs, batch_size, signature_name)
-    inputs = {alias: row_tensor_bytes(value) if isinstance(value, np.ndarray)
-              else [row_tensor_proto(np.asarray(r)).SerializeToString() for r in value]
-              for alias, value in rows.items()}
-    return predict_logs_from_bytes(
-        inputs, {alias: row_tensor_bytes(value) for alias, value in outputs.items()},
-        batch_size, signature_name=signature_name)
+    inputs = [
+        _wrapped(row_tensor_bytes(value) if isinstance(value, np.ndarray)
+                 else [row_tensor_proto(np.asarray(r)).SerializeToString() for r in value],
+                 functools.partial(_input_piece, alias.encode()))
+        for alias, value in rows.items()]
+    return _parse_logs(_spec_piece(signature_name), [*inputs, *_output_columns(outputs)])
 
 
 def classifications(outputs: Mapping[str, np.ndarray], batch_size: int,

@@ -78,13 +78,37 @@ class RunInference(beam.PTransform):
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
         key_type = _key_type(pcoll.element_type)
         if key_type is not None:
-            handler = base.KeyedModelHandler(self._handler)
+            handler = _KeyedHandler(self._handler)
         elif _may_be_keyed(pcoll.element_type):
-            handler = base.MaybeKeyedModelHandler(self._handler)
+            handler = _MaybeKeyedHandler(self._handler)
         else:
             handler = self._handler
         output_type = self.infer_output_type(pcoll.element_type)
         return pcoll | "Infer" >> base.RunInference(handler).with_output_types(output_type)
+
+
+def _value_bytes(handler: SavedModelHandler, batch: Any) -> int:
+    return handler.get_num_bytes([value for _, value in batch])
+
+
+class _KeyedHandler(base.KeyedModelHandler):
+    """Beam's ``KeyedModelHandler``, with batch bytes counted as tfx-bsl does: values only.
+
+    Beam's own pickles every batch's keys just for this metric, about 2 µs an element,
+    a tenth of the time on a small model.
+    """
+
+    def get_num_bytes(self, batch: Any) -> int:
+        return _value_bytes(self._unkeyed, batch)
+
+
+class _MaybeKeyedHandler(base.MaybeKeyedModelHandler):
+    """Beam's ``MaybeKeyedModelHandler``, with batch bytes counted on values only."""
+
+    def get_num_bytes(self, batch: Any) -> int:
+        if isinstance(batch[0], tuple):
+            return _value_bytes(self._unkeyed, batch)
+        return self._unkeyed.get_num_bytes(batch)
 
 
 def _key_type(element_type: Any) -> Any:

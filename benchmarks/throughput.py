@@ -7,11 +7,13 @@ tfx-bsl's ``RunInference``. Models: the seed's ``y = 5x`` on keyed serialized Ex
 and an MLP 784-512-512-10 (weights from a fixed seed) on serialized Examples and on dense
 float32 arrays.
 
-Pipeline rates are ``elements / (wall time of the run - wall time of an empty pipeline
-run)``: the runner's fixed start and stop cost, measured once, is taken out; model
-loading is not. Every variant batches ``--batch_size`` elements (``BatchConfig(
-min_batch_size=B, max_batch_size=B)``), except tfx-bsl's own ``RunInference``, which
-does not forward batch parameters.
+Pipeline rates are steady rates: each variant runs on all records and on a tenth of
+them, and the rate is the extra elements over the extra wall time, so fixed costs (runner
+and worker start, model load) cancel as they are outside the direct loop's clock too.
+"vs loop + floor" compares with the best a pipeline can do: the direct loop's time per
+element plus the read-only pipeline's. Every variant batches ``--batch_size`` elements
+(``BatchConfig(min_batch_size=B, max_batch_size=B)``), except tfx-bsl's own
+``RunInference``, which does not forward batch parameters.
 
 Usage:
     python -m benchmarks.throughput            # the README table (a few minutes)
@@ -179,15 +181,32 @@ def _rss_bytes(pid: int) -> int:
         return 0
 
 
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """The records in 4 TFRecord shards, and a tenth of them for the fixed-cost run."""
+
+    n: int
+    pattern: str
+    n_small: int
+    pattern_small: str
+
+    @classmethod
+    def write(cls, folder: str, records: Sequence[bytes]) -> Data:
+        small = records[: max(len(records) // 10, 1)]
+        return cls(len(records), write_records(os.path.join(folder, "all", "part"), records, 4),
+                   len(small), write_records(os.path.join(folder, "tenth", "part"), small, 4))
+
+
 class Bench:
-    """Runs pipelines on DirectRunner and turns wall times into elements/s."""
+    """Runs pipelines on DirectRunner and turns wall times into steady elements/s.
+
+    Each variant runs on all records and on a tenth of them; the rate is the difference
+    in elements over the difference in wall time, so fixed costs (runner start, worker
+    processes, model load) cancel, as they are outside the direct loop's clock too.
+    """
 
     def __init__(self, work_dir: str):
         self.work_dir = work_dir
-        self._runs = 0
-        self.startup = 0.0
-        self.startup = min(self._wall(lambda p: p | beam.Create([1]) | beam.Map(str))
-                           for _ in range(2))
 
     def _wall(self, build: Callable[[beam.Pipeline], object], options: Sequence[str] = ()
               ) -> float:
@@ -198,20 +217,26 @@ class Bench:
         self.result.wait_until_finish()
         return time.perf_counter() - start
 
-    def pipeline(self, name: str, n: int, build: Callable[[beam.Pipeline], object],
+    def pipeline(self, name: str, data: Data,
+                 read: Callable[[beam.Pipeline, str], beam.PCollection],
+                 step: Callable[[beam.PCollection], object] = lambda pcoll: pcoll,
                  options: Sequence[str] = (), measure_memory: bool = False) -> Row:
-        def counted(p: beam.Pipeline) -> None:
-            _ = build(p) | f"Count{self._runs}" >> beam.combiners.Count.Globally()
+        def counted(pattern: str) -> Callable[[beam.Pipeline], None]:
+            def run(p: beam.Pipeline) -> None:
+                _ = step(read(p, pattern)) | "Count" >> beam.combiners.Count.Globally()
+            return run
 
-        self._runs += 1
+        small = self._wall(counted(data.pattern_small), options)
         if measure_memory:
             with _PeakRss() as rss:
-                wall = self._wall(counted, options)
+                wall = self._wall(counted(data.pattern), options)
             peak = rss.peak_worker_mb
         else:
-            wall, peak = self._wall(counted, options), None
+            wall, peak = self._wall(counted(data.pattern), options), None
         loads = _load_count(self.result)
-        return Row(name, n / max(wall - self.startup, 1e-9), loads, peak)
+        # Too small to time (smoke sizes): the difference is noise, print n/a.
+        rate = (data.n - data.n_small) / (wall - small) if wall > small else float("nan")
+        return Row(name, rate, loads, peak)
 
 
 def _load_count(result) -> int | None:
@@ -252,51 +277,61 @@ def _tfx_spec(path: str, batch: int, signatures: Sequence[str] = ()):
                                                         max_batch_size=batch))
 
 
-def bench_multiplier(bench: Bench, n: int, batch: int) -> list[Row]:
-    """``y = 5x`` on keyed serialized Examples, PredictionLog out."""
+def _variants(path: str, batch: int, signatures: tuple[str, ...], *, keyed: bool,
+              with_tfx: bool) -> list[tuple[str, Callable[[beam.PCollection], object]]]:
+    """The inference steps compared, each a function of the read PCollection."""
     from tfx_bsl.public.beam import RunInference as TfxRunInference
     from tfx_bsl.public.beam.run_inference import CreateModelHandler
 
+    spec = _spec(path, batch, signatures)
+    steps: list[tuple[str, Callable[[beam.PCollection], object]]] = []
+    if with_tfx:
+        tfx_spec = _tfx_spec(path, batch, signatures)
+        handler = CreateModelHandler(tfx_spec)
+        handler = base.KeyedModelHandler(handler) if keyed else handler
+        steps += [
+            ("tfx-bsl RunInference", lambda pcoll: pcoll | TfxRunInference(tfx_spec)),
+            ("Beam RunInference + tfx-bsl CreateModelHandler",
+             lambda pcoll: pcoll | base.RunInference(handler)),
+        ]
+    steps += [
+        ("beam_infer PredictionLog", lambda pcoll: pcoll | bi.RunInference(spec)),
+        ("beam_infer lean (PredictionResult)",
+         lambda pcoll: pcoll | bi.RunInference(spec, output=bi.Output.RESULT)),
+    ]
+    return steps
+
+
+def bench_multiplier(bench: Bench, n: int, batch: int) -> list[Row]:
+    """``y = 5x`` on keyed serialized Examples."""
     path = models.ensure_multiplier_model(os.path.join(bench.work_dir, "five"), 5.0)
     records = [models.make_example(float(i % 1000)).SerializeToString() for i in range(n)]
-    pattern = write_records(os.path.join(bench.work_dir, "five_data", "part"), records, 4)
+    data = Data.write(os.path.join(bench.work_dir, "five_data"), records)
     function = tf.saved_model.load(path).signatures["serving_default"]
     loop = direct_loop(function, _batches(records, batch),
                        lambda b: {"examples": tf.constant(np.array(b, dtype=object))})
 
-    def read(p):
-        return (p | "Read" >> beam.io.ReadFromTFRecord(pattern)
+    def read(p: beam.Pipeline, files: str) -> beam.PCollection:
+        return (p | "Read" >> beam.io.ReadFromTFRecord(files)
                   | "Key" >> beam.Map(with_key).with_output_types(tuple[bytes, bytes]))
 
-    spec, tfx_spec = _spec(path, batch), _tfx_spec(path, batch)
-    rows = [
-        Row("direct loop (the limit)", loop),
-        bench.pipeline("read and key only (runner floor)", n, read),
-        bench.pipeline("tfx-bsl RunInference", n, lambda p: read(p) | TfxRunInference(tfx_spec)),
-        bench.pipeline("Beam RunInference + tfx-bsl CreateModelHandler", n,
-                       lambda p: read(p) | base.RunInference(
-                           base.KeyedModelHandler(CreateModelHandler(tfx_spec)))),
-        bench.pipeline("beam_infer PredictionLog", n, lambda p: read(p) | bi.RunInference(spec)),
-        bench.pipeline("beam_infer lean (PredictionResult)", n,
-                       lambda p: read(p) | bi.RunInference(spec, output=bi.Output.RESULT)),
-    ]
+    rows = [Row("direct loop (the limit)", loop),
+            bench.pipeline("read and key only (runner floor)", data, read)]
+    for name, step in _variants(path, batch, (), keyed=True, with_tfx=True):
+        rows.append(bench.pipeline(name, data, read, step))
     return rows
 
 
 def bench_mlp(bench: Bench, n: int, batch: int, *, dense: bool, two_workers: bool
               ) -> list[Row]:
-    """The MLP on serialized Examples, or on dense float32 arrays (lean output)."""
-    from tfx_bsl.public.beam import RunInference as TfxRunInference
-    from tfx_bsl.public.beam.run_inference import CreateModelHandler
-
+    """The MLP on serialized Examples (all peers), or on dense float32 arrays (beam_infer)."""
     path = os.path.join(bench.work_dir, "mlp")
     if not os.path.exists(os.path.join(path, "saved_model.pb")):
         build_mlp(path)
-    rng = np.random.default_rng(1)
-    values = rng.random((n, MLP_SIZES[0]), dtype=np.float32)
+    values = np.random.default_rng(1).random((n, MLP_SIZES[0]), dtype=np.float32)
     kind = "dense" if dense else "examples"
     records = [v.tobytes() for v in values] if dense else [mlp_example(v) for v in values]
-    pattern = write_records(os.path.join(bench.work_dir, f"mlp_{kind}", "part"), records, 4)
+    data = Data.write(os.path.join(bench.work_dir, f"mlp_{kind}"), records)
     loaded = tf.saved_model.load(path)
     if dense:
         loop = direct_loop(loaded.signatures["dense"], _batches(records, batch),
@@ -305,57 +340,45 @@ def bench_mlp(bench: Bench, n: int, batch: int, *, dense: bool, two_workers: boo
         loop = direct_loop(loaded.signatures["serving_default"], _batches(records, batch),
                            lambda b: {"examples": tf.constant(np.array(b, dtype=object))})
 
-    def read(p):
-        pcoll = p | "Read" >> beam.io.ReadFromTFRecord(pattern)
+    def read(p: beam.Pipeline, files: str) -> beam.PCollection:
+        pcoll = p | "Read" >> beam.io.ReadFromTFRecord(files)
         return pcoll | "Decode" >> beam.Map(decode_dense) if dense else pcoll
 
-    signatures = ("dense",) if dense else ()
-    spec = _spec(path, batch, signatures)
     rows = [Row("direct loop (the limit)", loop),
-            bench.pipeline("read only (runner floor)", n, read)]
-    if dense:
-        rows.append(bench.pipeline("beam_infer PredictionLog", n,
-                                   lambda p: read(p) | bi.RunInference(spec)))
-        lean = bench.pipeline("beam_infer lean (PredictionResult)", n,
-                              lambda p: read(p) | bi.RunInference(spec, output=bi.Output.RESULT))
-    else:
-        tfx_spec = _tfx_spec(path, batch)
-        rows += [
-            bench.pipeline("tfx-bsl RunInference", n,
-                           lambda p: read(p) | TfxRunInference(tfx_spec)),
-            bench.pipeline("Beam RunInference + tfx-bsl CreateModelHandler", n,
-                           lambda p: read(p) | base.RunInference(CreateModelHandler(tfx_spec))),
-            bench.pipeline("beam_infer PredictionLog", n,
-                           lambda p: read(p) | bi.RunInference(spec)),
-        ]
-        lean = bench.pipeline("beam_infer lean (PredictionResult)", n,
-                              lambda p: read(p) | bi.RunInference(spec,
-                                                                  output=bi.Output.RESULT))
-    rows.append(lean)
+            bench.pipeline("read only (runner floor)", data, read)]
+    steps = _variants(path, batch, ("dense",) if dense else (), keyed=False,
+                      with_tfx=not dense)
+    for name, step in steps:
+        rows.append(bench.pipeline(name, data, read, step))
     if two_workers:
-        floor = bench.pipeline("read only, 2 workers (TF imported)", n,
-                               lambda p: read(p) | beam.ParDo(_ImportTensorFlow()),
+        one = rows[-1]
+        floor = bench.pipeline("read only, 2 workers (TF imported)", data, read,
+                               lambda pcoll: pcoll | beam.ParDo(_ImportTensorFlow()),
                                TWO_WORKERS, measure_memory=True)
-        both = bench.pipeline("beam_infer lean, 2 workers", n,
-                              lambda p: read(p) | bi.RunInference(spec,
-                                                                  output=bi.Output.RESULT),
+        both = bench.pipeline("beam_infer lean, 2 workers", data, read, steps[-1][1],
                               TWO_WORKERS, measure_memory=True)
-        both.name += f" ({both.rate / lean.rate:.2f}x one worker)"
+        both.name += f" ({both.rate / one.rate:.2f}x one worker)" \
+            if both.rate > 0 and one.rate > 0 else ""
         rows += [floor, both]
     return rows
 
 
 def format_table(title: str, rows: Sequence[Row]) -> str:
     loop = rows[0].rate
+    best = 1 / (1 / loop + 1 / rows[1].rate)
     tfx = next((r.rate for r in rows if r.name == "tfx-bsl RunInference"), None)
     lines = [f"## {title}",
-             "| variant | elements/s | vs direct loop | vs tfx-bsl | model loads | "
-             "peak worker RSS MB |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| variant | elements/s | vs direct loop | vs loop + floor | vs tfx-bsl | "
+             "model loads | peak worker RSS MB |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    def ratio(value: float) -> str:
+        return "n/a" if np.isnan(value) else f"{value:.2f}x"
+
     for row in rows:
         lines.append(
-            f"| {row.name} | {row.rate:,.0f} | {row.rate / loop:.2f}x | "
-            f"{f'{row.rate / tfx:.2f}x' if tfx else '-'} | "
+            f"| {row.name} | {'n/a' if np.isnan(row.rate) else f'{row.rate:,.0f}'} | "
+            f"{ratio(row.rate / loop)} | {ratio(row.rate / best)} | "
+            f"{ratio(row.rate / tfx) if tfx else '-'} | "
             f"{row.loads if row.loads is not None else '-'} | "
             f"{f'{row.peak_rss_mb:,.0f}' if row.peak_rss_mb else '-'} |")
     return "\n".join(lines)
@@ -391,8 +414,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     model_mb = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in
                    os.walk(os.path.join(work_dir, "mlp")) for f in fs) / 2**20
     report = "\n\n".join(tables) + (
-        f"\n\nbatch size {args.batch_size}; runner start/stop {bench.startup:.2f}s taken out "
-        f"of every pipeline; MLP SavedModel {model_mb:.1f} MB on disk; "
+        f"\n\nbatch size {args.batch_size}; steady rates (runs on n and n/10 elements, "
+        f"fixed costs cancel); MLP SavedModel {model_mb:.1f} MB on disk; "
         f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
     print(report)
     return report
