@@ -234,13 +234,26 @@ class Bench:
     the longest worker span all workers were busy at once.
     """
 
-    def __init__(self, work_dir: str):
+    def __init__(self, work_dir: str, repeat: int = 1):
         self.work_dir = work_dir
+        self.repeat = repeat
 
     def pipeline(self, name: str, data: Data,
                  read: Callable[[beam.Pipeline, str], beam.PCollection],
                  step: Callable[[beam.PCollection], object] = lambda pcoll: pcoll,
                  options: Sequence[str] = (), measure_memory: bool = False) -> Row:
+        """The best of ``repeat`` runs: on a shared machine, the least disturbed one."""
+        rows = [self._run(name, data, read, step, options, measure_memory)
+                for _ in range(self.repeat)]
+        return max(rows, key=lambda row: row.rate if row.rate == row.rate else -1)
+
+    def direct_loop(self, function, batches: Sequence[Sequence[bytes]], decode) -> float:
+        return max(direct_loop(function, batches, decode) for _ in range(self.repeat))
+
+    def _run(self, name: str, data: Data,
+             read: Callable[[beam.Pipeline, str], beam.PCollection],
+             step: Callable[[beam.PCollection], object],
+             options: Sequence[str], measure_memory: bool) -> Row:
         pipeline = beam.Pipeline(options=PipelineOptions(list(options)))
         _ = (step(read(pipeline, data.pattern) | "First" >> beam.ParDo(_Stamp("first")))
              | "Last" >> beam.ParDo(_Stamp("last"))
@@ -332,7 +345,7 @@ def bench_multiplier(bench: Bench, n: int, batch: int) -> list[Row]:
     records = [models.make_example(float(i % 1000)).SerializeToString() for i in range(n)]
     data = Data.write(os.path.join(bench.work_dir, "five_data"), records)
     function = tf.saved_model.load(path).signatures["serving_default"]
-    loop = direct_loop(function, _batches(records, batch),
+    loop = bench.direct_loop(function, _batches(records, batch),
                        lambda b: {"examples": tf.constant(np.array(b, dtype=object))})
 
     def read(p: beam.Pipeline, files: str) -> beam.PCollection:
@@ -358,10 +371,10 @@ def bench_mlp(bench: Bench, n: int, batch: int, *, dense: bool, two_workers: boo
     data = Data.write(os.path.join(bench.work_dir, f"mlp_{kind}"), records)
     loaded = tf.saved_model.load(path)
     if dense:
-        loop = direct_loop(loaded.signatures["dense"], _batches(records, batch),
+        loop = bench.direct_loop(loaded.signatures["dense"], _batches(records, batch),
                            lambda b: {"x": tf.constant(np.stack([decode_dense(r) for r in b]))})
     else:
-        loop = direct_loop(loaded.signatures["serving_default"], _batches(records, batch),
+        loop = bench.direct_loop(loaded.signatures["serving_default"], _batches(records, batch),
                            lambda b: {"examples": tf.constant(np.array(b, dtype=object))})
 
     def read(p: beam.Pipeline, files: str) -> beam.PCollection:
@@ -417,14 +430,16 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--batch_size", type=int, default=1024)
     parser.add_argument("--work_dir", default=None)
     parser.add_argument("--skip_two_workers", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs per variant; the best is reported (shared machines)")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.n_small, args.n_mlp, args.batch_size = 300, 200, 64
+        args.n_small, args.n_mlp, args.batch_size, args.repeat = 300, 200, 64, 1
     # Worker processes must import this checkout's beam_infer and benchmarks.
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [ROOT, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="beam_infer_bench_")
-    bench = Bench(work_dir)
+    bench = Bench(work_dir, repeat=args.repeat)
     tables = [
         format_table(f"y = 5x, keyed serialized Examples, n={args.n_small:,}",
                      bench_multiplier(bench, args.n_small, args.batch_size)),
@@ -438,8 +453,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     model_mb = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in
                    os.walk(os.path.join(work_dir, "mlp")) for f in fs) / 2**20
     report = "\n\n".join(tables) + (
-        f"\n\nbatch size {args.batch_size}; rates clocked from first read to last inferred "
-        f"element; MLP SavedModel {model_mb:.1f} MB on disk; "
+        f"\n\nbatch size {args.batch_size}; best of {args.repeat} runs; rates clocked from "
+        f"first read to last inferred element; MLP SavedModel {model_mb:.1f} MB on disk; "
         f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
     print(report)
     return report
