@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from beam_infer._config import BatchConfig, ModelSpec
+from beam_infer._config import BatchConfig, ModelSpec, Output
 from beam_infer._errors import (
     BeamInferError,
     ConfigurationError,
@@ -23,7 +23,7 @@ from beam_infer._errors import (
 )
 from beam_infer._handler import METRICS_NAMESPACE, SavedModelHandler
 from beam_infer._rows import PredictionLogToRows, prediction_log_to_row
-from beam_infer._signatures import Operation
+from beam_infer._signatures import Feed, Operation
 from beam_infer._transform import RunInference
 from beam_infer._versions import VersionPolicy
 from beam_infer._warmup import write_warmup_requests
@@ -33,11 +33,13 @@ __all__ = [
     "BatchConfig",
     "BeamInferError",
     "ConfigurationError",
+    "Feed",
     "InputError",
     "ModelLoadError",
     "ModelPathError",
     "ModelSpec",
     "Operation",
+    "Output",
     "PredictionLogToRows",
     "RunInference",
     "SavedModelHandler",

@@ -117,7 +117,8 @@ def _describe_signature(model_path: str, meta_graph: meta_graph_pb2.MetaGraphDef
         plan = plan_signatures(ModelSpec(model_path=model_path,
                                          signature_names=(signature.name,),
                                          tags=tuple(meta_graph.meta_info_def.tags)))
-        serving = {"servable": True, "operation": plan.operation.value}
+        serving = {"servable": True, "operation": plan.operation.value,
+                   "feed": plan.feed.value}
     except BeamInferError as e:
         serving = {"servable": False, "reason": str(e)}
     return {"name": signature.name, "method_name": signature.method_name,

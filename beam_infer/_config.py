@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +14,19 @@ from beam_infer._versions import VersionPolicy
 
 DEFAULT_SIGNATURE = "serving_default"
 DEFAULT_TAGS = ("serve",)
+
+
+class Output(enum.Enum):
+    """What ``RunInference`` emits per element.
+
+    ``PREDICTION_LOG``: a ``tensorflow.serving.PredictionLog``, tfx-bsl's layout.
+    ``RESULT``: Beam's lean ``PredictionResult(example, inference)``: the element as it
+    came in and a ``dict`` of its numpy output rows keyed by output alias (for
+    multi-inference, by ``"<signature>/<alias>"``); no protos are built.
+    """
+
+    PREDICTION_LOG = "prediction_log"
+    RESULT = "result"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -100,6 +114,9 @@ class ModelSpec:
         poll_interval_secs: For a versioned base path: how often a worker looks for a new
             version between batches, then loads, warms up and switches to it. Unset: the
             version chosen when the pipeline is built serves the whole job.
+        pad_variable_length_inputs: For tensor inputs, pad dimensions the signature leaves
+            variable (``?``) to the largest element of each batch (zeros, empty strings),
+            as TF Serving's option of the same name. Off: elements of a batch must agree.
 
     Example:
         >>> spec = ModelSpec(model_path="gs://bucket/models/five/1",
@@ -116,8 +133,14 @@ class ModelSpec:
     model_name: str | None = None
     version_policy: VersionPolicy | None = None
     poll_interval_secs: float | None = None
+    pad_variable_length_inputs: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.pad_variable_length_inputs, bool):
+            raise ConfigurationError(
+                "ModelSpec.pad_variable_length_inputs must be True or False; got "
+                f"{self.pad_variable_length_inputs!r}."
+            )
         if not isinstance(self.model_path, str) or not self.model_path:
             raise ConfigurationError(
                 f"ModelSpec.model_path must be a non-empty path string; got {self.model_path!r}."

@@ -14,19 +14,24 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference import base
 from tfx_bsl.public.proto import model_spec_pb2
 
-from beam_infer import _devices, _encoding, _prediction_log, _versions
-from beam_infer._config import ModelSpec, as_model_spec
+from beam_infer import _devices, _encoding, _prediction_log, _scoring, _tensors, _versions
+from beam_infer._config import ModelSpec, Output, as_model_spec
 from beam_infer._errors import ConfigurationError
 from beam_infer._serving import LoadEvent, ServingModel
-from beam_infer._signatures import Operation, SignaturePlan, plan_signatures
+from beam_infer._signatures import SignaturePlan, plan_signatures
 
 METRICS_NAMESPACE = "beam_infer"
 
 PredictionLog = _prediction_log.PredictionLog
+PredictionResult = base.PredictionResult
 
 
-class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, ServingModel]):
-    """Loads a SavedModel once per worker and turns batches of examples into PredictionLogs.
+class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult, ServingModel]):
+    """Loads a SavedModel once per worker and turns batches of elements into predictions.
+
+    Signatures with one string input (and every classify/regress signature) are fed
+    serialized examples; any other predict signature is fed named tensors stacked from
+    the elements (see ``RunInference`` for the element kinds).
 
     The model's signatures are read and checked when the handler is built, so a wrong
     path, tag or signature fails pipeline construction, not the first bundle. Works with
@@ -40,20 +45,28 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
 
     Args:
         spec: A ``beam_infer.ModelSpec`` or tfx-bsl's ``InferenceSpecType``.
+        output: ``Output.PREDICTION_LOG`` (default) or the lean ``Output.RESULT``.
 
     Raises:
-        ConfigurationError: the model, its versions, tags or signatures do not fit; the
-            message says what was found and how to fix it.
+        ConfigurationError: the model, its versions, tags or signatures do not fit, or
+            ``output`` is not an ``Output``; the message says how to fix it.
 
     Example:
         >>> handler = SavedModelHandler(ModelSpec(model_path="/models/five/1"))
         >>> logs = pcoll | apache_beam.ml.inference.RunInference(handler)
     """
 
-    def __init__(self, spec: ModelSpec | model_spec_pb2.InferenceSpecType):
+    def __init__(self, spec: ModelSpec | model_spec_pb2.InferenceSpecType, *,
+                 output: Output = Output.PREDICTION_LOG):
+        if not isinstance(output, Output):
+            raise ConfigurationError(
+                f"output must be a beam_infer.Output; got {output!r}. Pass "
+                "output=bi.Output.PREDICTION_LOG or output=bi.Output.RESULT."
+            )
         self._spec = as_model_spec(spec)
         self._version = _resolve(self._spec)
         self._plan = plan_signatures(self._spec.replace(model_path=self._version.path))
+        self._output = output
         super().__init__(
             large_model=self._spec.share_across_processes,
             model_copies=self._spec.model_copies,
@@ -66,6 +79,10 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
     @property
     def plan(self) -> SignaturePlan:
         return self._plan
+
+    @property
+    def output(self) -> Output:
+        return self._output
 
     @property
     def model_version(self) -> _versions.ModelVersion:
@@ -89,23 +106,24 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
 
     def run_inference(
         self,
-        batch: Sequence[_encoding.ExampleLike],
+        batch: Sequence[Any],
         model: ServingModel,
         inference_args: Mapping[str, Any] | None = None,
-    ) -> Iterable[PredictionLog]:
+    ) -> Iterable[PredictionLog | PredictionResult]:
         if not batch:
             return []
-        serialized = _encoding.serialize_examples(
-            batch,
-            signature_name=self._plan.signatures[0].name,
-            accepts_sequence_examples=self._plan.operation is Operation.PREDICT,
-        )
-        logs, _, events = model.infer(serialized)
+        feed = _scoring.prepare(self._plan, batch, pad=self._spec.pad_variable_length_inputs)
+        lean = self._output is Output.RESULT
+        answers, _, events = model.infer(feed, lean=lean)
         for event in events:
             _report_load(event)
-        return logs
+        if lean:
+            return _scoring.results(batch, answers, self._plan.signatures[0].name)
+        return answers
 
-    def get_num_bytes(self, batch: Sequence[_encoding.ExampleLike]) -> int:
+    def get_num_bytes(self, batch: Sequence[Any]) -> int:
+        if _scoring.feeds_tensors(self._plan, batch):
+            return _tensors.num_bytes(batch)
         return _encoding.num_bytes(batch)
 
     def get_metrics_namespace(self) -> str:

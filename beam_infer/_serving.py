@@ -31,13 +31,14 @@ import threading
 import time
 from collections.abc import Sequence
 
+import numpy as np
 from tensorflow_serving.apis import prediction_log_pb2
 
-from beam_infer import _prediction_log, _versions
+from beam_infer import _prediction_log, _scoring, _versions
 from beam_infer._config import ModelSpec
 from beam_infer._errors import BeamInferError, ModelLoadError
 from beam_infer._loading import LoadedModel
-from beam_infer._signatures import Operation, SignaturePlan, plan_signatures
+from beam_infer._signatures import SignaturePlan, plan_signatures
 
 _LOG = logging.getLogger(__name__)
 
@@ -191,13 +192,14 @@ class ServingModel:
         finally:
             self._refresh_lock.release()
 
-    def infer(self, serialized: list[bytes]
-              ) -> tuple[list[PredictionLog], int | None, list[LoadEvent]]:
+    def infer(self, feed: _scoring.ExamplesFeed | _scoring.TensorsFeed, *, lean: bool
+              ) -> tuple[list[PredictionLog] | dict[str, np.ndarray], int | None,
+                         list[LoadEvent]]:
         """Scores one batch with one version.
 
         Returns:
-            The logs, the version that scored them (None for a plain directory) and the
-            loads since the previous call.
+            The logs (or, ``lean``, the raw outputs by alias), the version that scored
+            them (None for a plain directory) and the loads since the previous call.
         """
         if self._live and time.monotonic() >= self._next_poll:
             # Look and load in the background: this batch and the ones after it are
@@ -206,37 +208,15 @@ class ServingModel:
             threading.Thread(target=self._refresh_logged, name="beam_infer-refresh",
                              daemon=True).start()
         servable = self._current
-        logs = score(servable, serialized)
+        answers = _scoring.score(servable.model, servable.plan, feed, lean=lean)
+        version = servable.version
+        if not lean and version.version is not None:
+            _prediction_log.stamp_model_spec(answers, version.name, version.version,
+                                             servable.plan.signatures[0].name)
         with self._events_lock:
             events, self._events = self._events, []
-        return logs, servable.version.version, events
+        return answers, version.version, events
 
     def version(self) -> int | None:
         """The version serving now (None for a plain SavedModel directory)."""
         return self._current.version.version
-
-
-def score(servable: _Servable, serialized: list[bytes]) -> list[PredictionLog]:
-    """PredictionLogs for a batch of serialized examples from one loaded version."""
-    plan, model = servable.plan, servable.model
-    first = plan.signatures[0]
-    feeds = {plan.input_alias: serialized}
-    if plan.operation is Operation.PREDICT:
-        logs = _prediction_log.predict_logs(
-            serialized, model.run(first.name, feeds), input_alias=plan.input_alias,
-            signature_name=first.name)
-    elif plan.operation is Operation.CLASSIFY:
-        logs = _prediction_log.classify_logs(
-            serialized, model.run(first.name, feeds), signature_name=first.name)
-    elif plan.operation is Operation.REGRESS:
-        logs = _prediction_log.regress_logs(
-            serialized, model.run(first.name, feeds), signature_name=first.name)
-    else:
-        results = [(s, model.run(s.name, {s.inputs[0].alias: serialized}))
-                   for s in plan.signatures]
-        logs = _prediction_log.multi_inference_logs(serialized, results)
-    version = servable.version
-    if version.version is not None:
-        _prediction_log.stamp_model_spec(logs, version.name, version.version,
-                                         first.name)
-    return logs

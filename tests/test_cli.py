@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import tensorflow as tf
 
 from beam_infer import _cli
 from pipelines import models
@@ -59,12 +60,28 @@ def test_inspect_json_lists_every_signature_and_whether_it_is_servable(zoo, caps
                                    "tensor_name": "input_example_tensor:0"}]
     assert [(t["alias"], t["dtype"], t["shape"]) for t in classify["outputs"]] == [
         ("classes", "DT_STRING", [-1, 2]), ("scores", "DT_FLOAT", [-1, 2])]
-    assert classify["beam_infer"] == {"servable": True, "operation": "classify"}
-    assert signatures["regress"]["beam_infer"] == {"servable": True, "operation": "regress"}
-    dense = signatures["dense_predict"]["beam_infer"]
-    assert dense["servable"] is False
-    assert dense["reason"].startswith("signature 'dense_predict' in ")
-    assert "must have exactly one string input" in dense["reason"]
+    assert classify["beam_infer"] == {"servable": True, "operation": "classify",
+                                      "feed": "examples"}
+    assert signatures["regress"]["beam_infer"] == {"servable": True, "operation": "regress",
+                                                   "feed": "examples"}
+    assert signatures["dense_predict"]["beam_infer"] == {"servable": True,
+                                                         "operation": "predict",
+                                                         "feed": "tensors"}
+
+
+def test_inspect_json_says_why_a_signature_cannot_be_served(tmp_path, capsys):
+    module = tf.Module()
+    module.constant = tf.function(lambda: {"y": tf.constant([1.0])}, input_signature=[])
+    path = str(tmp_path / "no_inputs")
+    tf.saved_model.save(module, path, signatures={"serving_default": module.constant})
+    assert _cli.main(["inspect", path, "--json"]) == 0
+    (meta_graph,) = json.loads(capsys.readouterr().out)["meta_graphs"]
+    (signature,) = meta_graph["signatures"]
+    assert signature["beam_infer"] == {
+        "servable": False,
+        "reason": f"signature 'serving_default' in {path} takes no inputs; RunInference feeds "
+                  "each element to a signature input. Export a signature with at least one "
+                  "input, or pick another with ModelSpec(signature_names=...)."}
 
 
 def test_inspect_shows_every_tag_set(zoo, capsys):

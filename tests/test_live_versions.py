@@ -9,6 +9,7 @@ import time
 import pytest
 
 import beam_infer as bi
+from beam_infer import _scoring
 from tests import model_zoo
 from tests.publishing import publish
 from tests.remote_fs import remote
@@ -18,7 +19,8 @@ MANUAL = 600.0  # tests that call refresh() themselves keep batches from startin
 
 
 def _answer(model, value: float = 1.0):
-    logs, version, events = model.infer([model_zoo.make_examples([value])[0].SerializeToString()])
+    feed = _scoring.ExamplesFeed([model_zoo.make_examples([value])[0].SerializeToString()])
+    logs, version, events = model.infer(feed, lean=False)
     response = logs[0].predict_log.response
     assert response.model_spec.version.value == version
     return (response.model_spec.version.value, response.outputs["output_0"].float_val[0],
