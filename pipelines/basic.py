@@ -17,11 +17,11 @@ from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 import tensorflow as tf
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.runners.runner import PipelineResult
 from tensorflow_serving.apis import prediction_log_pb2
 
 import beam_infer as bi
-from pipelines import models
+from pipelines import jobs, models
 
 QUESTIONS = (105.0, 108.0, 1000.0, 1013.0)
 
@@ -64,14 +64,15 @@ def prepare_defaults(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
-        test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
+        test_pipeline: beam.Pipeline | None = None) -> PipelineResult:
     args, pipeline_args = parse_args(argv)
-    args = prepare_defaults(args)
-    options = PipelineOptions(pipeline_args)
-    options.view_as(SetupOptions).save_main_session = save_main_session
-    spec = bi.ModelSpec(model_path=args.model_path)
+    return jobs.run_job(lambda pipeline: build(pipeline, prepare_defaults(args)),
+                        jobs.job_options(pipeline_args, save_main_session), test_pipeline)
 
-    pipeline = test_pipeline or beam.Pipeline(options=options)
+
+def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection:
+    """ReadExamples -> RunInference -> ProcessPredictions -> Print/WriteResults."""
+    spec = bi.ModelSpec(model_path=args.model_path)
     lines = (
         pipeline
         | "ReadExamples" >> beam.io.ReadFromTFRecord(
@@ -79,11 +80,8 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         | "RunInference" >> bi.RunInference(spec)
         | "ProcessPredictions" >> beam.ParDo(PredictionProcessor())
     )
-    _ = lines | "Print" >> beam.Map(print)
-    _ = lines | "WriteResults" >> beam.io.WriteToText(args.output, shard_name_template="")
-    result = pipeline.run()
-    result.wait_until_finish()
-    return result
+    jobs.print_and_write(lines, args.output)
+    return lines
 
 
 if __name__ == "__main__":

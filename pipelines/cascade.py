@@ -21,12 +21,12 @@ from typing import Any
 
 import apache_beam as beam
 import tensorflow as tf
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.runners.runner import PipelineResult
 from apache_beam.typehints import typehints
 from tensorflow_serving.apis import prediction_log_pb2
 
 import beam_infer as bi
-from pipelines import keyed, models, postprocess
+from pipelines import jobs, keyed, models, postprocess
 
 CarriedKey = tuple[bytes, float]  # (original key, original input)
 
@@ -85,25 +85,18 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection
         | "ToRows" >> beam.Map(to_cascade_row)
     )
     lines = rows | "Format" >> beam.Map(format_cascade_row)
-    _ = lines | "Print" >> beam.Map(print)
-    _ = lines | "WriteResults" >> beam.io.WriteToText(
-        args.output or os.path.join(args.work_dir, "output"), shard_name_template="")
+    jobs.print_and_write(lines, args.output or os.path.join(args.work_dir, "output"))
     _ = rows | "WriteRows" >> postprocess.WriteRows(
         args.rows_output or os.path.join(args.work_dir, "rows"), fmt="jsonl", num_shards=1)
     return rows
 
 
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
-        test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
+        test_pipeline: beam.Pipeline | None = None) -> PipelineResult:
     args, pipeline_args = parse_args(argv)
     os.makedirs(args.work_dir, exist_ok=True)
-    options = PipelineOptions(pipeline_args)
-    options.view_as(SetupOptions).save_main_session = save_main_session
-    pipeline = test_pipeline or beam.Pipeline(options=options)
-    build(pipeline, args)
-    result = pipeline.run()
-    result.wait_until_finish()
-    return result
+    return jobs.run_job(lambda pipeline: build(pipeline, args),
+                        jobs.job_options(pipeline_args, save_main_session), test_pipeline)
 
 
 if __name__ == "__main__":
