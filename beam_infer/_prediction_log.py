@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -295,23 +296,24 @@ def _echo_example(example_list, serialized: bytes) -> None:
 def classify_logs(serialized: Sequence[bytes], outputs: Mapping[str, np.ndarray], *,
                   signature_name: str) -> list[PredictionLog]:
     results = classifications(outputs, len(serialized), signature_name)
-    logs = []
-    for element, result in zip(serialized, results, strict=True):
-        log = PredictionLog()
-        _echo_example(log.classify_log.request.input.example_list, element)
-        log.classify_log.response.result.classifications.append(result)
-        logs.append(log)
-    return logs
+    return _example_logs("classify_log", "classifications", serialized, results)
 
 
 def regress_logs(serialized: Sequence[bytes], outputs: Mapping[str, np.ndarray], *,
                  signature_name: str) -> list[PredictionLog]:
     results = regressions(outputs, len(serialized), signature_name)
+    return _example_logs("regress_log", "regressions", serialized, results)
+
+
+def _example_logs(kind: str, field: str, serialized: Sequence[bytes],
+                  results: Sequence[Any]) -> list[PredictionLog]:
+    """Classify/regress logs: the Example echoed in the request, its result in the response."""
     logs = []
     for element, result in zip(serialized, results, strict=True):
         log = PredictionLog()
-        _echo_example(log.regress_log.request.input.example_list, element)
-        log.regress_log.response.result.regressions.append(result)
+        entry = getattr(log, kind)
+        _echo_example(entry.request.input.example_list, element)
+        getattr(entry.response.result, field).append(result)
         logs.append(log)
     return logs
 

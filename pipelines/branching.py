@@ -23,7 +23,7 @@ import apache_beam as beam
 from apache_beam.runners.runner import PipelineResult
 
 import beam_infer as bi
-from pipelines import jobs, keyed, models, postprocess
+from pipelines import jobs, keyed, postprocess
 
 
 def tag_model(row: Mapping[str, Any], model: str) -> dict[str, Any]:
@@ -60,23 +60,12 @@ class ScoreWithModel(beam.PTransform):
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work_dir", default=os.path.join("work", "branching"),
-                        help="Where the demo models and outputs go when not given.")
-    parser.add_argument("--five_model", help="The x5 SavedModel; default: build y = 5x.")
-    parser.add_argument("--ten_model", help="The x10 SavedModel; default: build y = 10x.")
-    keyed.add_question_flags(parser)
-    parser.add_argument("--output", help="Text output prefix; default: <work_dir>/output.")
-    parser.add_argument("--rows_output", help="JSON lines prefix; default: <work_dir>/rows.")
-    return parser.parse_known_args(argv)
+    return keyed.add_two_model_parser("branching", "x5", "x10").parse_known_args(argv)
 
 
 def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection:
     """Applies the job's steps and returns the flattened, tagged rows."""
-    built = models.ensure_demo_models(args.work_dir) if not (
-        args.five_model and args.ten_model) else {}
-    five = bi.ModelSpec(model_path=args.five_model or built[models.FIVE])
-    ten = bi.ModelSpec(model_path=args.ten_model or built[models.TEN])
+    five, ten = keyed.two_model_specs(args)
     questions = keyed.read_questions(pipeline, args)
     rows = (
         (questions | "MultiplyFive" >> ScoreWithModel(model="x5", spec=five),

@@ -59,23 +59,12 @@ def format_cascade_row(row: Mapping[str, Any]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work_dir", default=os.path.join("work", "cascade"),
-                        help="Where the demo models and outputs go when not given.")
-    parser.add_argument("--five_model", help="The first SavedModel; default: build y = 5x.")
-    parser.add_argument("--ten_model", help="The second SavedModel; default: build y = 10x.")
-    keyed.add_question_flags(parser)
-    parser.add_argument("--output", help="Text output prefix; default: <work_dir>/output.")
-    parser.add_argument("--rows_output", help="JSON lines prefix; default: <work_dir>/rows.")
-    return parser.parse_known_args(argv)
+    return keyed.add_two_model_parser("cascade", "first", "second").parse_known_args(argv)
 
 
 def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection:
     """Applies the job's steps and returns the final rows."""
-    built = models.ensure_demo_models(args.work_dir) if not (
-        args.five_model and args.ten_model) else {}
-    five = bi.ModelSpec(model_path=args.five_model or built[models.FIVE])
-    ten = bi.ModelSpec(model_path=args.ten_model or built[models.TEN])
+    five, ten = keyed.two_model_specs(args)
     rows = (
         keyed.read_questions(pipeline, args)
         | "MultiplyFive" >> bi.RunInference(five)

@@ -85,6 +85,27 @@ def add_question_flags(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--query", help="BigQuery standard SQL returning key and value.")
 
 
+def add_two_model_parser(job: str, first: str, second: str) -> argparse.ArgumentParser:
+    """The flags of a job that scores the questions with two models (branching, cascade)."""
+    parser = argparse.ArgumentParser(description=f"The seed's {job} pattern.")
+    parser.add_argument("--work_dir", default=os.path.join("work", job),
+                        help="Where the demo models and outputs go when not given.")
+    parser.add_argument("--five_model", help=f"The {first} SavedModel; default: build y = 5x.")
+    parser.add_argument("--ten_model", help=f"The {second} SavedModel; default: build y = 10x.")
+    add_question_flags(parser)
+    parser.add_argument("--output", help="Text output prefix; default: <work_dir>/output.")
+    parser.add_argument("--rows_output", help="JSON lines prefix; default: <work_dir>/rows.")
+    return parser
+
+
+def two_model_specs(args: argparse.Namespace) -> tuple[bi.ModelSpec, bi.ModelSpec]:
+    """The x5 and x10 specs from ``--five_model``/``--ten_model``, building demos if unset."""
+    built = models.ensure_demo_models(args.work_dir) if not (
+        args.five_model and args.ten_model) else {}
+    return (bi.ModelSpec(model_path=args.five_model or built[models.FIVE]),
+            bi.ModelSpec(model_path=args.ten_model or built[models.TEN]))
+
+
 def read_questions(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection:
     """``ReadQuestions`` | ``ToKeyedExamples`` from the question flags: (bytes, Example)."""
     return (pipeline
