@@ -11,10 +11,12 @@ Example:
 
 from __future__ import annotations
 
-from beam_infer._config import BatchConfig, ModelSpec
+from beam_infer._config import BatchConfig, ModelSpec, RetryConfig
+from beam_infer._dead_letters import DeadLetter, InferenceResults, Stage
 from beam_infer._errors import (
     BeamInferError,
     ConfigurationError,
+    InferenceError,
     InputError,
     ModelLoadError,
     ModelPathError,
@@ -23,20 +25,26 @@ from beam_infer._errors import (
 )
 from beam_infer._handler import METRICS_NAMESPACE, SavedModelHandler
 from beam_infer._signatures import Operation
-from beam_infer._transform import RunInference
+from beam_infer._transform import RunInference, RunInferenceWithDeadLetters
 
 __all__ = [
     "METRICS_NAMESPACE",
     "BatchConfig",
     "BeamInferError",
     "ConfigurationError",
+    "DeadLetter",
+    "InferenceError",
+    "InferenceResults",
     "InputError",
     "ModelLoadError",
     "ModelPathError",
     "ModelSpec",
     "Operation",
+    "RetryConfig",
     "RunInference",
+    "RunInferenceWithDeadLetters",
     "SavedModelHandler",
     "SignatureError",
+    "Stage",
     "TagsError",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference import base
 from tfx_bsl.public.proto import model_spec_pb2
@@ -17,11 +18,13 @@ from tfx_bsl.public.proto import model_spec_pb2
 from beam_infer import _encoding, _prediction_log
 from beam_infer._config import ModelSpec, as_model_spec
 from beam_infer._loading import LoadedModel
-from beam_infer._signatures import Operation, SignaturePlan, plan_signatures
+from beam_infer._signatures import Operation, Signature, SignaturePlan, plan_signatures
 
 METRICS_NAMESPACE = "beam_infer"
 
 PredictionLog = _prediction_log.PredictionLog
+# What call_model returns: each called signature with its outputs.
+ModelResults = list[tuple[Signature, dict[str, np.ndarray]]]
 
 
 class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, LoadedModel]):
@@ -75,30 +78,49 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
     ) -> Iterable[PredictionLog]:
         if not batch:
             return []
+        self.report_model_size(model)
+        encoded = self.encode(batch)
+        return self.build_logs(encoded, self.call_model(encoded, model))
+
+    # The three stages of run_inference, separate so that a wrapper (see _isolation) can
+    # tell which one failed and retry or isolate just that one.
+
+    def report_model_size(self, model: LoadedModel) -> None:
         size = model.take_size_report()
         if size is not None:
             Metrics.distribution(METRICS_NAMESPACE, "saved_model_byte_size").update(size)
-        plan = self._plan
-        first = plan.signatures[0]
-        serialized = _encoding.serialize_examples(
+
+    def encode(self, batch: Sequence[_encoding.ExampleLike]) -> list[bytes]:
+        """The serialized elements (raises ``InputError`` for an element of another type)."""
+        return _encoding.serialize_examples(
             batch,
-            signature_name=first.name,
-            accepts_sequence_examples=plan.operation is Operation.PREDICT,
+            signature_name=self._plan.signatures[0].name,
+            accepts_sequence_examples=self._plan.operation is Operation.PREDICT,
         )
-        feeds = {plan.input_alias: serialized}
+
+    def call_model(self, encoded: Sequence[bytes], model: LoadedModel) -> ModelResults:
+        """Each called signature with its outputs (numpy arrays with the batch first)."""
+        plan = self._plan
+        if plan.operation is Operation.MULTI_INFERENCE:
+            return [(s, model.run(s.name, {s.inputs[0].alias: encoded}))
+                    for s in plan.signatures]
+        first = plan.signatures[0]
+        return [(first, model.run(first.name, {plan.input_alias: encoded}))]
+
+    def build_logs(self, encoded: Sequence[bytes], results: ModelResults
+                   ) -> list[PredictionLog]:
+        """One PredictionLog per element, from ``call_model``'s results."""
+        plan = self._plan
+        if plan.operation is Operation.MULTI_INFERENCE:
+            return _prediction_log.multi_inference_logs(encoded, results)
+        (signature, outputs), = results
         if plan.operation is Operation.PREDICT:
-            outputs = model.run(first.name, feeds)
             return _prediction_log.predict_logs(
-                serialized, outputs, input_alias=plan.input_alias, signature_name=first.name)
+                encoded, outputs, input_alias=plan.input_alias, signature_name=signature.name)
         if plan.operation is Operation.CLASSIFY:
-            return _prediction_log.classify_logs(
-                serialized, model.run(first.name, feeds), signature_name=first.name)
-        if plan.operation is Operation.REGRESS:
-            return _prediction_log.regress_logs(
-                serialized, model.run(first.name, feeds), signature_name=first.name)
-        results = [(s, model.run(s.name, {s.inputs[0].alias: serialized}))
-                   for s in plan.signatures]
-        return _prediction_log.multi_inference_logs(serialized, results)
+            return _prediction_log.classify_logs(encoded, outputs,
+                                                 signature_name=signature.name)
+        return _prediction_log.regress_logs(encoded, outputs, signature_name=signature.name)
 
     def get_num_bytes(self, batch: Sequence[_encoding.ExampleLike]) -> int:
         return _encoding.num_bytes(batch)

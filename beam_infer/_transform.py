@@ -9,12 +9,23 @@ from apache_beam.ml.inference import base
 from apache_beam.typehints import typehints
 from tfx_bsl.public.proto import model_spec_pb2
 
-from beam_infer._config import ModelSpec
+from beam_infer._config import ModelSpec, RetryConfig
+from beam_infer._dead_letters import (
+    DEAD_LETTERS_TAG,
+    DeadLetter,
+    InferenceResults,
+    SplitDeadLettersFn,
+    ValidateFn,
+)
 from beam_infer._encoding import ExampleLike
+from beam_infer._errors import ConfigurationError
 from beam_infer._handler import SavedModelHandler
+from beam_infer._isolation import IsolatingHandler, keyed_from_type
 from beam_infer._prediction_log import PredictionLog
+from beam_infer._validation import Validator
 
 K = TypeVar("K")
+DEFAULT_RETRY = RetryConfig()
 
 
 @beam.typehints.with_input_types(ExampleLike | tuple[K, ExampleLike])
@@ -35,8 +46,15 @@ class RunInference(beam.PTransform):
     Serving's, the same tfx-bsl writes: predict, classify, regress or multi-inference,
     chosen from the signatures' ``method_name``.
 
+    Model calls that fail transiently are retried as ``retry`` says. An element that
+    cannot be scored stops the pipeline with ``InferenceError`` naming its key, the stage
+    and the reason; ``.with_dead_letters()`` routes such elements to a second output
+    instead, and the other elements of their batch are scored as usual.
+
     Args:
         spec: A ``beam_infer.ModelSpec`` or tfx-bsl's ``InferenceSpecType``.
+        retry: How transient model-call failures are retried (``RetryConfig()``: 3
+            attempts, 0.5 s then 1 s apart).
 
     Raises:
         ConfigurationError: at construction, if the model path, tags or signatures do
@@ -46,30 +64,92 @@ class RunInference(beam.PTransform):
         >>> import beam_infer as bi
         >>> logs = examples | bi.RunInference(bi.ModelSpec(model_path="/models/five/1"))
         >>> keyed_logs = keyed_examples | bi.RunInference(spec)  # (key, PredictionLog)
+        >>> logs, failed = examples | bi.RunInference(spec).with_dead_letters()
     """
 
-    def __init__(self, spec: ModelSpec | model_spec_pb2.InferenceSpecType):
+    def __init__(self, spec: ModelSpec | model_spec_pb2.InferenceSpecType, *,
+                 retry: RetryConfig = DEFAULT_RETRY):
         super().__init__()
+        if not isinstance(retry, RetryConfig):
+            raise ConfigurationError(
+                f"RunInference(retry=...) takes a beam_infer.RetryConfig; got "
+                f"{type(retry).__name__}. Example: retry=bi.RetryConfig(max_attempts=5).")
         self._handler = SavedModelHandler(spec)
+        self._retry = retry
 
     @property
     def handler(self) -> SavedModelHandler:
         return self._handler
+
+    def with_dead_letters(self) -> RunInferenceWithDeadLetters:
+        """The same inference, with elements that cannot be scored as a second output.
+
+        Returns:
+            A transform whose result is ``InferenceResults(predictions, failed)``:
+            ``failed`` holds a ``beam_infer.DeadLetter`` per element that was not scored.
+
+        Example:
+            >>> logs, failed = examples | bi.RunInference(spec).with_dead_letters()
+        """
+        return RunInferenceWithDeadLetters(self._handler, self._retry)
 
     def infer_output_type(self, input_type: Any) -> Any:
         key_type = _key_type(input_type)
         return PredictionLog if key_type is None else typehints.Tuple[key_type, PredictionLog]
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
-        key_type = _key_type(pcoll.element_type)
-        if key_type is not None:
-            handler = base.KeyedModelHandler(self._handler)
-        elif _may_be_keyed(pcoll.element_type):
-            handler = base.MaybeKeyedModelHandler(self._handler)
-        else:
-            handler = self._handler
+        handler = IsolatingHandler(
+            self._handler, keyed=keyed_from_type(pcoll.element_type), retry=self._retry,
+            validator=_validator(self._handler), dead_letters=False)
         output_type = self.infer_output_type(pcoll.element_type)
         return pcoll | "Infer" >> base.RunInference(handler).with_output_types(output_type)
+
+
+class RunInferenceWithDeadLetters(beam.PTransform):
+    """``RunInference`` whose failing elements go to a second output; see ``DeadLetter``.
+
+    Made by ``bi.RunInference(spec).with_dead_letters()``. Three labelled steps:
+    ``Validate`` (cheap, certain checks per element before batching), ``Infer`` (Beam's
+    RunInference with a handler that retries and isolates failing elements) and
+    ``SplitDeadLetters``; the dead letters of both are flattened into one output. Every
+    input element ends in exactly one of the two outputs.
+
+    Returns:
+        ``InferenceResults(predictions, failed)``: what ``RunInference`` emits, and one
+        ``DeadLetter`` per element that was not scored.
+
+    Example:
+        >>> logs, failed = examples | bi.RunInference(spec).with_dead_letters()
+    """
+
+    def __init__(self, handler: SavedModelHandler, retry: RetryConfig):
+        super().__init__()
+        self._handler = handler
+        self._retry = retry
+
+    def expand(self, pcoll: beam.PCollection) -> InferenceResults:
+        keyed = keyed_from_type(pcoll.element_type)
+        validator = _validator(self._handler)
+        valid, invalid = (pcoll | "Validate" >> beam.ParDo(ValidateFn(validator, keyed))
+                          .with_outputs(DEAD_LETTERS_TAG, main="valid"))
+        handler = IsolatingHandler(self._handler, keyed=keyed, retry=self._retry,
+                                   validator=validator, dead_letters=True)
+        key_type = _key_type(pcoll.element_type)
+        output_type = PredictionLog if key_type is None \
+            else typehints.Tuple[key_type, PredictionLog]
+        results = (valid | "Infer" >> base.RunInference(handler)
+                   .with_output_types(typehints.Union[output_type, DeadLetter]))
+        predictions, failed = (results | "SplitDeadLetters" >> beam.ParDo(SplitDeadLettersFn())
+                               .with_outputs(DEAD_LETTERS_TAG, main="predictions"))
+        predictions.element_type = output_type
+        failed = ((invalid, failed) | "FlattenDeadLetters"
+                  >> beam.Flatten().with_output_types(DeadLetter))
+        return InferenceResults(predictions, failed)
+
+
+def _validator(handler: SavedModelHandler) -> Validator:
+    return Validator.for_plan(handler.spec.model_path, handler.spec.effective_tags,
+                              handler.plan)
 
 
 def _key_type(element_type: Any) -> Any:
@@ -78,9 +158,3 @@ def _key_type(element_type: Any) -> Any:
     if tuple_types is not None and len(tuple_types) == 2:
         return tuple_types[0]
     return None
-
-
-def _may_be_keyed(element_type: Any) -> bool:
-    """Undeclared or union types: decide per batch whether elements are pairs."""
-    known = (ExampleLike.__args__)  # type: ignore[attr-defined]
-    return not (isinstance(element_type, type) and issubclass(element_type, known))
