@@ -90,6 +90,12 @@ class LoadedModel:
     def __init__(self, model_path: str, tags: Sequence[str], signature_names: Sequence[str]):
         self.model_path = model_path
         local = local_copy(model_path)
+        if not os.path.isdir(local):
+            raise ModelLoadError(
+                f"model path {model_path!r} no longer exists on this worker; it held a "
+                "SavedModel when the pipeline was built. Restore it, or point "
+                "ModelSpec(model_path=...) at a path that stays in place while the job runs."
+            )
         try:
             self._root = tf.saved_model.load(local, tags=list(tags))
         except Exception as e:

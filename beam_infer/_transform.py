@@ -76,6 +76,8 @@ class RunInference(beam.PTransform):
                 f"{type(retry).__name__}. Example: retry=bi.RetryConfig(max_attempts=5).")
         self._handler = SavedModelHandler(spec)
         self._retry = retry
+        # Read while the model is known to exist: workers may never see the path again.
+        self._validator = _validator(self._handler)
 
     @property
     def handler(self) -> SavedModelHandler:
@@ -91,16 +93,15 @@ class RunInference(beam.PTransform):
         Example:
             >>> logs, failed = examples | bi.RunInference(spec).with_dead_letters()
         """
-        return RunInferenceWithDeadLetters(self._handler, self._retry)
+        return RunInferenceWithDeadLetters(self._handler, self._retry, self._validator)
 
     def infer_output_type(self, input_type: Any) -> Any:
-        key_type = _key_type(input_type)
-        return PredictionLog if key_type is None else typehints.Tuple[key_type, PredictionLog]
+        return _output_type(input_type)
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
         handler = IsolatingHandler(
             self._handler, keyed=keyed_from_type(pcoll.element_type), retry=self._retry,
-            validator=_validator(self._handler), dead_letters=False)
+            validator=self._validator, dead_letters=False)
         output_type = self.infer_output_type(pcoll.element_type)
         return pcoll | "Infer" >> base.RunInference(handler).with_output_types(output_type)
 
@@ -122,21 +123,20 @@ class RunInferenceWithDeadLetters(beam.PTransform):
         >>> logs, failed = examples | bi.RunInference(spec).with_dead_letters()
     """
 
-    def __init__(self, handler: SavedModelHandler, retry: RetryConfig):
+    def __init__(self, handler: SavedModelHandler, retry: RetryConfig, validator: Validator):
         super().__init__()
         self._handler = handler
         self._retry = retry
+        self._validator = validator
 
     def expand(self, pcoll: beam.PCollection) -> InferenceResults:
         keyed = keyed_from_type(pcoll.element_type)
-        validator = _validator(self._handler)
+        validator = self._validator
         valid, invalid = (pcoll | "Validate" >> beam.ParDo(ValidateFn(validator, keyed))
                           .with_outputs(DEAD_LETTERS_TAG, main="valid"))
         handler = IsolatingHandler(self._handler, keyed=keyed, retry=self._retry,
                                    validator=validator, dead_letters=True)
-        key_type = _key_type(pcoll.element_type)
-        output_type = PredictionLog if key_type is None \
-            else typehints.Tuple[key_type, PredictionLog]
+        output_type = _output_type(pcoll.element_type)
         results = (valid | "Infer" >> base.RunInference(handler)
                    .with_output_types(typehints.Union[output_type, DeadLetter]))
         predictions, failed = (results | "SplitDeadLetters" >> beam.ParDo(SplitDeadLettersFn())
@@ -152,9 +152,15 @@ def _validator(handler: SavedModelHandler) -> Validator:
                               handler.plan)
 
 
-def _key_type(element_type: Any) -> Any:
-    """The key type when ``element_type`` is declared as a (key, value) pair."""
-    tuple_types = getattr(element_type, "tuple_types", None)
-    if tuple_types is not None and len(tuple_types) == 2:
-        return tuple_types[0]
-    return None
+def _output_type(input_type: Any) -> Any:
+    """PredictionLog for examples, (K, PredictionLog) for pairs; Any when undecided.
+
+    Undeclared or union input types (e.g. ``beam.Create`` of mixed pairs) are decided per
+    element, so the output may hold either.
+    """
+    keyed = keyed_from_type(input_type)
+    if keyed is None:
+        return Any
+    if keyed:
+        return typehints.Tuple[input_type.tuple_types[0], PredictionLog]
+    return PredictionLog
