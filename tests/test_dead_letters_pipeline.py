@@ -120,8 +120,8 @@ def test_without_dead_letters_a_bad_element_stops_the_pipeline_naming_its_key(zo
     def build(p):
         return {"logs": p | beam.Create(rows) | bi.RunInference(bi.ModelSpec(model_path=zoo.five))}
 
-    with pytest.raises(bi.InferenceError, match="element with key 'row-2' failed at stage validate: "
-                                        "InputError: feature 'x' is missing"):
+    with pytest.raises(bi.InferenceError, match="element with key 'row-2' failed at stage "
+                                                "validate: InputError: feature 'x' is missing"):
         run_collect(build, str(tmp_path))
 
 

@@ -171,3 +171,23 @@ def test_run_inference_refuses_a_retry_that_is_not_a_retry_config(zoo):
         bi.RunInference(bi.ModelSpec(model_path=zoo.five), retry=3)
     assert str(error.value) == ("RunInference(retry=...) takes a beam_infer.RetryConfig; got "
                                 "int. Example: retry=bi.RetryConfig(max_attempts=5).")
+
+
+def test_outputs_without_the_batch_dimension_fail_at_postprocess(tmp_path):
+    module = tf.Module()
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(examples):
+        x = tf.io.parse_example(examples, {"x": tf.io.FixedLenFeature([1], tf.float32)})["x"]
+        return {"output_0": tf.reduce_sum(x)}  # one number for the whole batch
+
+    path = str(tmp_path / "summing")
+    tf.saved_model.save(module, path, signatures={"serving_default": serve})
+    handler = _isolating(path)
+    outputs = handler.run_inference(model_zoo.make_examples([1.0, 2.0]), handler.load_model())
+    assert [(o.stage, o.error_type) for o in outputs] == [
+        (bi.Stage.POSTPROCESS, "InputError")] * 2
+    assert outputs[0].message == (
+        "signature 'serving_default' returned output 'output_0' with shape [] for a batch of "
+        "2; every output needs the batch as its first dimension. Export the signature so it "
+        "maps a batch of N inputs to outputs of shape [N, ...].")
