@@ -191,3 +191,18 @@ def test_outputs_without_the_batch_dimension_fail_at_postprocess(tmp_path):
         "signature 'serving_default' returned output 'output_0' with shape [] for a batch of "
         "2; every output needs the batch as its first dimension. Export the signature so it "
         "maps a batch of N inputs to outputs of shape [N, ...].")
+
+
+def test_multi_inference_isolates_a_bad_element_and_explains_it(zoo):
+    inner = bi.SavedModelHandler(bi.ModelSpec(model_path=zoo.tf1,
+                                              signature_names=("classify", "regress")))
+    validator = Validator.for_plan(zoo.tf1, ("serve",), inner.plan)
+    handler = IsolatingHandler(inner, keyed=False, retry=QUICK, validator=validator,
+                               dead_letters=True)
+    model = handler.load_model()
+    good = model_zoo.make_examples([1.0, 2.0])
+    outputs = handler.run_inference([good[0], b"\x00\x01", good[1]], model)
+    assert [outputs[0], outputs[2]] == list(inner.run_inference(good, model))
+    assert (outputs[1].stage, outputs[1].error_type) == (bi.Stage.DECODE, "DecodeError")
+    assert outputs[1].message.startswith(
+        "2 bytes b'\\x00\\x01' do not parse as a tf.train.Example")
