@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from beam_infer._config import BatchConfig, ModelSpec, RetryConfig
+from beam_infer._config import BatchConfig, ModelSpec, Output, RetryConfig
 from beam_infer._dead_letters import DeadLetter, InferenceResults, Stage
 from beam_infer._errors import (
     BeamInferError,
@@ -24,7 +24,7 @@ from beam_infer._errors import (
     TagsError,
 )
 from beam_infer._handler import METRICS_NAMESPACE, SavedModelHandler
-from beam_infer._signatures import Operation
+from beam_infer._signatures import Feed, Operation
 from beam_infer._transform import RunInference, RunInferenceWithDeadLetters
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "BeamInferError",
     "ConfigurationError",
     "DeadLetter",
+    "Feed",
     "InferenceError",
     "InferenceResults",
     "InputError",
@@ -40,6 +41,7 @@ __all__ = [
     "ModelPathError",
     "ModelSpec",
     "Operation",
+    "Output",
     "RetryConfig",
     "RunInference",
     "RunInferenceWithDeadLetters",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +13,19 @@ from beam_infer._errors import ConfigurationError
 
 DEFAULT_SIGNATURE = "serving_default"
 DEFAULT_TAGS = ("serve",)
+
+
+class Output(enum.Enum):
+    """What ``RunInference`` emits per element.
+
+    ``PREDICTION_LOG``: a ``tensorflow.serving.PredictionLog``, tfx-bsl's layout.
+    ``RESULT``: Beam's lean ``PredictionResult(example, inference)``: the element as it
+    came in and a ``dict`` of its numpy output rows keyed by output alias (for
+    multi-inference, by ``"<signature>/<alias>"``); no protos are built.
+    """
+
+    PREDICTION_LOG = "prediction_log"
+    RESULT = "result"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -91,6 +105,9 @@ class ModelSpec:
         share_across_processes: Load one copy per machine, shared by all SDK processes
             (big models, GPUs) instead of one per process.
         model_copies: With sharing on, how many copies per machine (e.g. one per GPU).
+        pad_variable_length_inputs: For tensor inputs, pad dimensions the signature leaves
+            variable (``?``) to the largest element of each batch (zeros, empty strings),
+            as TF Serving's option of the same name. Off: elements of a batch must agree.
 
     Example:
         >>> spec = ModelSpec(model_path="gs://bucket/models/five/1",
@@ -103,8 +120,14 @@ class ModelSpec:
     batching: BatchConfig = BatchConfig()
     share_across_processes: bool = False
     model_copies: int | None = None
+    pad_variable_length_inputs: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.pad_variable_length_inputs, bool):
+            raise ConfigurationError(
+                "ModelSpec.pad_variable_length_inputs must be True or False; got "
+                f"{self.pad_variable_length_inputs!r}."
+            )
         if not isinstance(self.model_path, str) or not self.model_path:
             raise ConfigurationError(
                 f"ModelSpec.model_path must be a non-empty path string; got {self.model_path!r}."

@@ -7,6 +7,7 @@ pipeline. Keys, dead letters and post-processing are wrappers around it, not fla
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -15,20 +16,38 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference import base
 from tfx_bsl.public.proto import model_spec_pb2
 
-from beam_infer import _encoding, _prediction_log
-from beam_infer._config import ModelSpec, as_model_spec
+from beam_infer import _encoding, _prediction_log, _tensors
+from beam_infer._config import ModelSpec, Output, as_model_spec
+from beam_infer._errors import ConfigurationError
 from beam_infer._loading import LoadedModel
-from beam_infer._signatures import Operation, Signature, SignaturePlan, plan_signatures
+from beam_infer._signatures import Feed, Operation, Signature, SignaturePlan, plan_signatures
 
 METRICS_NAMESPACE = "beam_infer"
 
 PredictionLog = _prediction_log.PredictionLog
-# What call_model returns: each called signature with its outputs.
-ModelResults = list[tuple[Signature, dict[str, np.ndarray]]]
+PredictionResult = base.PredictionResult
 
 
-class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, LoadedModel]):
-    """Loads a SavedModel once per worker and turns batches of examples into PredictionLogs.
+@dataclasses.dataclass(frozen=True)
+class ModelResults:
+    """What ``call_model`` returns.
+
+    Attributes:
+        outputs: Each called signature with its outputs (numpy, the batch first).
+        rows: For tensor inputs, each input's per-element arrays before padding (what
+            predict logs echo); None for serialized examples.
+    """
+
+    outputs: list[tuple[Signature, dict[str, np.ndarray]]]
+    rows: dict[str, Sequence[np.ndarray]] | None = None
+
+
+class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult, LoadedModel]):
+    """Loads a SavedModel once per worker and turns batches of elements into predictions.
+
+    Signatures with one string input (and every classify/regress signature) are fed
+    serialized examples; any other predict signature is fed named tensors stacked from
+    the elements (see ``RunInference`` for the element kinds).
 
     The model's signatures are read and checked when the handler is built, so a wrong
     path, tag or signature fails pipeline construction, not the first bundle. Works with
@@ -37,19 +56,27 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
 
     Args:
         spec: A ``beam_infer.ModelSpec`` or tfx-bsl's ``InferenceSpecType``.
+        output: ``Output.PREDICTION_LOG`` (default) or the lean ``Output.RESULT``.
 
     Raises:
-        ConfigurationError: the model, its tags or its signatures do not fit; the message
-            says what was found and how to fix it.
+        ConfigurationError: the model, its tags or its signatures do not fit, or
+            ``output`` is not an ``Output``; the message says how to fix it.
 
     Example:
         >>> handler = SavedModelHandler(ModelSpec(model_path="/models/five/1"))
         >>> logs = pcoll | apache_beam.ml.inference.RunInference(handler)
     """
 
-    def __init__(self, spec: ModelSpec | model_spec_pb2.InferenceSpecType):
+    def __init__(self, spec: ModelSpec | model_spec_pb2.InferenceSpecType, *,
+                 output: Output = Output.PREDICTION_LOG):
+        if not isinstance(output, Output):
+            raise ConfigurationError(
+                f"output must be a beam_infer.Output; got {output!r}. Pass "
+                "output=bi.Output.PREDICTION_LOG or output=bi.Output.RESULT."
+            )
         self._spec = as_model_spec(spec)
         self._plan = plan_signatures(self._spec)
+        self._output = output
         super().__init__(
             large_model=self._spec.share_across_processes,
             model_copies=self._spec.model_copies,
@@ -63,6 +90,10 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
     def plan(self) -> SignaturePlan:
         return self._plan
 
+    @property
+    def output(self) -> Output:
+        return self._output
+
     def load_model(self) -> LoadedModel:
         return LoadedModel(
             self._spec.model_path,
@@ -72,15 +103,15 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
 
     def run_inference(
         self,
-        batch: Sequence[_encoding.ExampleLike],
+        batch: Sequence[Any],
         model: LoadedModel,
         inference_args: Mapping[str, Any] | None = None,
-    ) -> Iterable[PredictionLog]:
+    ) -> Iterable[PredictionLog | PredictionResult]:
         if not batch:
             return []
         self.report_model_size(model)
         encoded = self.encode(batch)
-        return self.build_logs(encoded, self.call_model(encoded, model))
+        return self.build_outputs(batch, encoded, self.call_model(encoded, model))
 
     # The three stages of run_inference, separate so that a wrapper (see _isolation) can
     # tell which one failed and retry or isolate just that one.
@@ -90,30 +121,53 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
         if size is not None:
             Metrics.distribution(METRICS_NAMESPACE, "saved_model_byte_size").update(size)
 
-    def encode(self, batch: Sequence[_encoding.ExampleLike]) -> list[bytes]:
-        """The serialized elements (raises ``InputError`` for an element of another type)."""
+    def encode(self, batch: Sequence[Any]) -> list[Any]:
+        """Serialized examples; for tensor inputs the elements, stacked by ``call_model``.
+
+        Raises:
+            InputError: an element is of a type the signature cannot take.
+        """
+        if self._feeds_tensors(batch):
+            return list(batch)
         return _encoding.serialize_examples(
             batch,
             signature_name=self._plan.signatures[0].name,
             accepts_sequence_examples=self._plan.operation is Operation.PREDICT,
         )
 
-    def call_model(self, encoded: Sequence[bytes], model: LoadedModel) -> ModelResults:
-        """Each called signature with its outputs (numpy arrays with the batch first)."""
+    def call_model(self, encoded: Sequence[Any], model: LoadedModel) -> ModelResults:
+        """Calls the signature(s) on ``encode``'s output; outputs keep the batch first."""
         plan = self._plan
-        if plan.operation is Operation.MULTI_INFERENCE:
-            return [(s, model.run(s.name, {s.inputs[0].alias: encoded}))
-                    for s in plan.signatures]
         first = plan.signatures[0]
-        return [(first, model.run(first.name, {plan.input_alias: encoded}))]
-
-    def build_logs(self, encoded: Sequence[bytes], results: ModelResults
-                   ) -> list[PredictionLog]:
-        """One PredictionLog per element, from ``call_model``'s results."""
-        plan = self._plan
+        if self._feeds_tensors(encoded):
+            tensors = _tensors.batch_tensors(
+                encoded, first, pad=self._spec.pad_variable_length_inputs)
+            return ModelResults([(first, model.run(first.name, tensors.feeds))],
+                                rows=tensors.rows)
+        # One object array: TF converts it to a string tensor without a Python loop.
+        feed = np.array(encoded, dtype=object)
         if plan.operation is Operation.MULTI_INFERENCE:
-            return _prediction_log.multi_inference_logs(encoded, results)
-        (signature, outputs), = results
+            return ModelResults([(s, model.run(s.name, {s.inputs[0].alias: feed}))
+                                 for s in plan.signatures])
+        return ModelResults([(first, model.run(first.name, {plan.input_alias: feed}))])
+
+    def build_outputs(self, batch: Sequence[Any], encoded: Sequence[Any],
+                      results: ModelResults) -> list[PredictionLog] | list[PredictionResult]:
+        """One PredictionLog (or lean PredictionResult) per element of ``batch``."""
+        plan = self._plan
+        signature, outputs = results.outputs[0]
+        lean = self._output is Output.RESULT
+        if plan.operation is Operation.MULTI_INFERENCE:
+            if lean:
+                return _results(batch, {f"{s.name}/{alias}": value
+                                        for s, values in results.outputs
+                                        for alias, value in values.items()}, signature.name)
+            return _prediction_log.multi_inference_logs(encoded, results.outputs)
+        if lean:
+            return _results(batch, outputs, signature.name)
+        if results.rows is not None:
+            return _prediction_log.tensor_predict_logs(
+                results.rows, outputs, len(batch), signature_name=signature.name)
         if plan.operation is Operation.PREDICT:
             return _prediction_log.predict_logs(
                 encoded, outputs, input_alias=plan.input_alias, signature_name=signature.name)
@@ -122,7 +176,17 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
                                                  signature_name=signature.name)
         return _prediction_log.regress_logs(encoded, outputs, signature_name=signature.name)
 
-    def get_num_bytes(self, batch: Sequence[_encoding.ExampleLike]) -> int:
+    def _feeds_tensors(self, batch: Sequence[Any]) -> bool:
+        if self._plan.feed is Feed.TENSORS:
+            return True
+        # A one-string-input predict signature takes raw strings too; examples stay the
+        # default for Example protos and bytes.
+        return bool(batch) and self._plan.operation is Operation.PREDICT and \
+            _tensors.is_tensor_element(batch[0])
+
+    def get_num_bytes(self, batch: Sequence[Any]) -> int:
+        if self._feeds_tensors(batch):
+            return _tensors.num_bytes(batch)
         return _encoding.num_bytes(batch)
 
     def get_metrics_namespace(self) -> str:
@@ -140,3 +204,17 @@ class SavedModelHandler(base.ModelHandler[_encoding.ExampleLike, PredictionLog, 
     def __repr__(self) -> str:
         names = ",".join(s.name for s in self._plan.signatures)
         return f"SavedModelHandler({self._spec.model_path}, {self._plan.operation.value}:{names})"
+
+
+def _results(batch: Sequence[Any], outputs: Mapping[str, np.ndarray], signature_name: str
+             ) -> list[PredictionResult]:
+    """One ``PredictionResult(element, {alias: row})`` per element; rows are numpy views."""
+    _prediction_log.check_batch_outputs(outputs, len(batch), signature_name)
+    aliases = list(outputs)
+    if len(aliases) == 1:
+        (alias,) = aliases
+        return [PredictionResult(e, {alias: row}) for e, row in zip(batch, outputs[alias],
+                                                                      strict=True)]
+    columns = [outputs[a] for a in aliases]
+    return [PredictionResult(e, dict(zip(aliases, rows, strict=True)))
+            for e, *rows in zip(batch, *columns, strict=True)]

@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference import base
@@ -60,7 +61,7 @@ def keyed_from_type(element_type: Any) -> bool | None:
     tuple_types = getattr(element_type, "tuple_types", None)
     if tuple_types is not None and len(tuple_types) == 2:
         return True
-    known = ExampleLike.__args__  # type: ignore[attr-defined]
+    known = (*ExampleLike.__args__, str, dict, list, np.ndarray)  # type: ignore[attr-defined]
     if isinstance(element_type, type) and issubclass(element_type, known):
         return False
     return None
@@ -118,7 +119,7 @@ class IsolatingHandler(base.ModelHandler):
                 raise_for(letter)
         return run.results
 
-    def call_with_retries(self, encoded: Sequence[bytes], model: Any
+    def call_with_retries(self, encoded: Sequence[Any], model: Any
                           ) -> ModelResults | _Failed:
         retry = self._retry
         for attempt in range(1, retry.max_attempts + 1):
@@ -133,7 +134,7 @@ class IsolatingHandler(base.ModelHandler):
                 time.sleep(retry.backoff_secs(attempt))
         raise AssertionError("unreachable")
 
-    def _call(self, encoded: Sequence[bytes], model: Any) -> ModelResults:
+    def _call(self, encoded: Sequence[Any], model: Any) -> ModelResults:
         timeout = self._retry.call_timeout_secs
         if timeout is None:
             return self._inner.call_model(encoded, model)
@@ -180,10 +181,18 @@ class IsolatingHandler(base.ModelHandler):
         return self._inner.load_model()
 
     def get_num_bytes(self, batch: Sequence[Any]) -> int:
+        # Values only (keys are not model input), as tfx-bsl counts them.
         values = [split_key(e, self._keyed)[2] for e in batch]
-        return self._inner.get_num_bytes(
-            [v for v in values if isinstance(v, bytes | tf.train.Example
-                                             | tf.train.SequenceExample)])
+        try:
+            return self._inner.get_num_bytes(values)
+        except Exception:  # noqa: BLE001 - a metric: count what can be counted
+            return sum(self._bytes_of(v) for v in values)
+
+    def _bytes_of(self, value: Any) -> int:
+        try:
+            return self._inner.get_num_bytes([value])
+        except Exception:  # noqa: BLE001 - e.g. None, which was dead-lettered
+            return 0
 
     def get_metrics_namespace(self) -> str:
         return self._inner.get_metrics_namespace()
@@ -218,7 +227,7 @@ class _Run:
         self._batch = batch
         self._model = model
         self._parts = [split_key(e, handler.keyed) for e in batch]
-        self._encoded: dict[int, bytes] = {}
+        self._encoded: dict[int, Any] = {}
         self.results: list[Any] = [None] * len(batch)
 
     def score(self) -> None:
@@ -307,8 +316,9 @@ class _Run:
     def _emit(self, indices: list[int], results: ModelResults) -> None:
         inner = self._handler.inner
         encoded = [self._encoded[i] for i in indices]
+        values = [self._parts[i][2] for i in indices]
         try:
-            logs = inner.build_logs(encoded, results)
+            logs = inner.build_outputs(values, encoded, results)
         except Exception as batch_error:  # noqa: BLE001 - retried per element below
             rows = _rows(results, len(indices))
             if rows is None:  # the outputs do not have the batch first: no element is ok
@@ -318,7 +328,8 @@ class _Run:
             logs = []
             for position, i in enumerate(indices):
                 try:
-                    (log,) = inner.build_logs([self._encoded[i]], rows(position))
+                    (log,) = inner.build_outputs([self._parts[i][2]], [self._encoded[i]],
+                                                 rows(position))
                 except Exception as e:  # noqa: BLE001 - reported as this element's failure
                     self._fail(i, Stage.POSTPROCESS, e)
                     log = None
@@ -347,16 +358,18 @@ class _Run:
 
 
 def _rows(results: ModelResults, size: int):
-    """A function giving element ``position``'s slice of ``results``, or None."""
-    for _, outputs in results:
+    """A function giving element ``position``'s share of ``results``, or None."""
+    for _, outputs in results.outputs:
         for value in outputs.values():
             if getattr(value, "ndim", 0) < 1 or value.shape[0] != size:
                 return None
 
     def row(position: int) -> ModelResults:
-        return [(signature, {alias: value[position:position + 1]
-                             for alias, value in outputs.items()})
-                for signature, outputs in results]
+        rows = None if results.rows is None else {
+            alias: [values[position]] for alias, values in results.rows.items()}
+        return ModelResults([(signature, {alias: value[position:position + 1]
+                                          for alias, value in outputs.items()})
+                             for signature, outputs in results.outputs], rows=rows)
 
     return row
 

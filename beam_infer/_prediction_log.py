@@ -9,7 +9,8 @@ written for tfx-bsl reads ours unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -90,26 +91,150 @@ def check_batch_outputs(outputs: Mapping[str, np.ndarray], batch_size: int,
             )
 
 
+def row_tensor_bytes(batch: np.ndarray) -> list[bytes]:
+    """``row_tensor_proto(row).SerializeToString()`` for every row of ``batch``, made fast.
+
+    Fixed-width numbers are stored raw (``tensor_content``, or packed ``float_val`` /
+    ``double_val`` for one value), so every row's encoding is one constant prefix plus
+    the row's bytes: one proto is built per batch, and rows are sliced from one buffer.
+    """
+    rows = len(batch)
+    if rows == 0:
+        return []
+    row_size = int(np.prod(batch.shape[1:]))
+    if batch.dtype in _RAW_ALWAYS or (batch.dtype in _PACKED and row_size > 1):
+        contiguous = np.ascontiguousarray(batch)
+        width = contiguous[0].nbytes
+        first = row_tensor_proto(contiguous[0]).SerializeToString()
+        buffer = contiguous.tobytes()
+        if width and first.endswith(buffer[:width]):
+            prefix = first[:-width]
+            return [prefix + buffer[i:i + width] for i in range(0, rows * width, width)]
+    # Rows of a 1-D object array are bare bytes; asarray makes them 0-d arrays again.
+    return [row_tensor_proto(np.asarray(row, dtype=batch.dtype)).SerializeToString()
+            for row in batch]
+
+
+# Dtypes whose values are raw little-endian bytes at any row size.
+_RAW_ALWAYS = {np.dtype(np.float32), np.dtype(np.float64)}
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_VARINTS = [_varint(i) for i in range(1 << 14)]
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: its tag byte(s), the payload's length, the payload."""
+    size = len(payload)
+    return tag + (_VARINTS[size] if size < 16384 else _varint(size)) + payload
+
+
+# Wire tags (field number << 3 | 2) of the length-delimited fields a predict log uses.
+_LOG_PREDICT = b"\x32"  # PredictionLog.predict_log = 6
+_PREDICT_REQUEST = b"\x0a"  # PredictLog.request = 1
+_PREDICT_RESPONSE = b"\x12"  # PredictLog.response = 2
+_REQUEST_MODEL_SPEC = b"\x0a"  # PredictRequest.model_spec = 1
+_REQUEST_INPUTS = b"\x12"  # PredictRequest.inputs = 2 (map entries)
+_RESPONSE_OUTPUTS = b"\x0a"  # PredictResponse.outputs = 1
+_RESPONSE_MODEL_SPEC = b"\x12"  # PredictResponse.model_spec = 2
+_MAP_KEY, _MAP_VALUE = b"\x0a", b"\x12"
+_SIGNATURE_NAME = b"\x1a"  # ModelSpec.signature_name = 3
+_STRING_VAL = b"\x42"  # TensorProto.string_val = 8
+# dtype: DT_STRING, tensor_shape { dim { size: 1 } }: a serialized example's tensor.
+_EXAMPLE_TENSOR_PREFIX = b"\x08\x07\x12\x04\x12\x02\x08\x01"
+
+
+class _Headers(dict):
+    """The bytes that precede a payload of each length in one fixed wrapping of it.
+
+    Nested length prefixes depend only on the payload's length, so they are encoded once
+    per distinct length; a batch usually has one or a few.
+    """
+
+    def __init__(self, wrap: Callable[[bytes], bytes]):
+        super().__init__()
+        self._wrap = wrap
+
+    def __missing__(self, length: int) -> bytes:
+        encoded = self._wrap(bytes(length))
+        header = encoded[: len(encoded) - length]
+        self[length] = header
+        return header
+
+
+def _input_piece(alias: bytes, tensor: bytes) -> bytes:
+    """An encoded PredictionLog holding only ``request.inputs[alias] = tensor``."""
+    entry = _field(_MAP_KEY, alias) + _field(_MAP_VALUE, tensor)
+    return _field(_LOG_PREDICT, _field(_PREDICT_REQUEST, _field(_REQUEST_INPUTS, entry)))
+
+
+def _output_piece(alias: bytes, tensor: bytes) -> bytes:
+    """An encoded PredictionLog holding only ``response.outputs[alias] = tensor``."""
+    entry = _field(_MAP_KEY, alias) + _field(_MAP_VALUE, tensor)
+    return _field(_LOG_PREDICT, _field(_PREDICT_RESPONSE, _field(_RESPONSE_OUTPUTS, entry)))
+
+
+def _spec_piece(signature_name: str) -> bytes:
+    """An encoded PredictionLog holding only the request's and response's model_spec."""
+    spec = _field(_SIGNATURE_NAME, signature_name.encode())
+    return _field(_LOG_PREDICT, _field(_PREDICT_REQUEST, _field(_REQUEST_MODEL_SPEC, spec))
+                  + _field(_PREDICT_RESPONSE, _field(_RESPONSE_MODEL_SPEC, spec)))
+
+
+def _wrapped(payloads: Sequence[bytes], wrap: Callable[[bytes], bytes]) -> list[bytes]:
+    headers = _Headers(wrap)
+    return [headers[len(p)] + p for p in payloads]
+
+
+def _parse_logs(spec: bytes, columns: Sequence[Sequence[bytes]]) -> list[PredictionLog]:
+    """Parses each element's pieces as one PredictionLog.
+
+    Encoded messages concatenated parse as their merge (protobuf's wire format rule), so
+    each piece sets its own fields and upb, in C, does the rest.
+    """
+    parse = PredictionLog.FromString
+    if len(columns) == 2:  # one input and one output: the common case, kept cheap
+        return [parse(spec + a + b) for a, b in zip(*columns, strict=True)]
+    return [parse(spec + b"".join(parts)) for parts in zip(*columns, strict=True)]
+
+
+def _output_columns(outputs: Mapping[str, np.ndarray]) -> list[list[bytes]]:
+    return [_wrapped(row_tensor_bytes(value), functools.partial(_output_piece, alias.encode()))
+            for alias, value in outputs.items()]
+
+
 def predict_logs(serialized: Sequence[bytes], outputs: Mapping[str, np.ndarray], *,
                  input_alias: str, signature_name: str) -> list[PredictionLog]:
     """Predict logs for a batch of serialized examples."""
     check_batch_outputs(outputs, len(serialized), signature_name)
-    input_shape = _shape_proto((1,))
-    logs = []
-    for i, element in enumerate(serialized):
-        log = PredictionLog()
-        predict_log = log.predict_log
-        request_input = predict_log.request.inputs[input_alias]
-        request_input.dtype = types_pb2.DT_STRING
-        request_input.tensor_shape.CopyFrom(input_shape)
-        request_input.string_val.append(element)
-        predict_log.request.model_spec.signature_name = signature_name
-        predict_log.response.model_spec.signature_name = signature_name
-        response_outputs = predict_log.response.outputs
-        for alias, value in outputs.items():
-            response_outputs[alias].CopyFrom(row_tensor_proto(value[i]))
-        logs.append(log)
-    return logs
+    alias = input_alias.encode()
+
+    def wrap(example: bytes) -> bytes:  # a DT_STRING [1] tensor holding the example
+        return _input_piece(alias, _EXAMPLE_TENSOR_PREFIX + _field(_STRING_VAL, example))
+
+    return _parse_logs(_spec_piece(signature_name),
+                       [_wrapped(serialized, wrap), *_output_columns(outputs)])
+
+
+def tensor_predict_logs(rows: Mapping[str, Sequence[np.ndarray]],
+                        outputs: Mapping[str, np.ndarray], batch_size: int, *,
+                        signature_name: str) -> list[PredictionLog]:
+    """Predict logs for tensor inputs: each element's tensors with a leading 1."""
+    check_batch_outputs(outputs, batch_size, signature_name)
+    inputs = [
+        _wrapped(row_tensor_bytes(value) if isinstance(value, np.ndarray)
+                 else [row_tensor_proto(np.asarray(r)).SerializeToString() for r in value],
+                 functools.partial(_input_piece, alias.encode()))
+        for alias, value in rows.items()]
+    return _parse_logs(_spec_piece(signature_name), [*inputs, *_output_columns(outputs)])
 
 
 def classifications(outputs: Mapping[str, np.ndarray], batch_size: int,

@@ -25,6 +25,20 @@ CLASSIFY = tf.saved_model.CLASSIFY_METHOD_NAME
 REGRESS = tf.saved_model.REGRESS_METHOD_NAME
 
 
+class Feed(enum.Enum):
+    """What a predict signature is fed.
+
+    ``EXAMPLES``: one DT_STRING input fed serialized ``tf.train.Example``s (every
+    classify/regress signature, and a predict signature whose only input is a string).
+    ``TENSORS``: named tensors stacked from the elements (any other predict signature).
+    A one-string-input predict signature is planned as ``EXAMPLES`` but takes raw string
+    tensors too when the elements are ``str``, ``np.ndarray``, ``dict`` or ``tf.Tensor``.
+    """
+
+    EXAMPLES = "examples"
+    TENSORS = "tensors"
+
+
 class Operation(enum.Enum):
     """The TF Serving API a set of signatures is served with."""
 
@@ -79,12 +93,15 @@ class SignaturePlan:
     Attributes:
         operation: The TF Serving API whose PredictionLog layout is produced.
         signatures: The signatures called, in the order they were asked for.
-        input_alias: The alias of the one string input fed serialized examples.
+        input_alias: The alias of the first input (the one string input fed serialized
+            examples when ``feed`` is ``EXAMPLES``).
+        feed: Whether elements are fed as serialized examples or as named tensors.
     """
 
     operation: Operation
     signatures: tuple[Signature, ...]
     input_alias: str
+    feed: Feed = Feed.EXAMPLES
 
 
 def read_saved_model(model_path: str) -> saved_model_pb2.SavedModel:
@@ -165,7 +182,7 @@ def plan_signatures(spec: ModelSpec) -> SignaturePlan:
 
     Raises:
         ModelPathError, TagsError: see ``read_saved_model`` and ``select_meta_graph``.
-        SignatureError: a signature is missing, or cannot be fed serialized examples.
+        SignatureError: a signature is missing, or cannot be fed.
     """
     saved_model = read_saved_model(spec.model_path)
     meta_graph = select_meta_graph(saved_model, spec.effective_tags, spec.model_path)
@@ -184,13 +201,14 @@ def plan_signatures(spec: ModelSpec) -> SignaturePlan:
             f"signature_names lists a signature twice: {spec.effective_signature_names}; "
             "name each signature once."
         )
+    feeds = [_feed(signature, spec.model_path) for signature in chosen]
     for signature in chosen:
-        _check_example_input(signature, spec.model_path)
         _check_method_outputs(signature, spec.model_path)
     return SignaturePlan(
         operation=_operation(chosen, spec.model_path),
         signatures=tuple(chosen),
         input_alias=chosen[0].inputs[0].alias,
+        feed=feeds[0],
     )
 
 
@@ -209,7 +227,8 @@ def _operation(chosen: list[Signature], model_path: str) -> Operation:
     return Operation.MULTI_INFERENCE
 
 
-def _check_example_input(signature: Signature, model_path: str) -> None:
+def _feed(signature: Signature, model_path: str) -> Feed:
+    """EXAMPLES for one string input; TENSORS for any other predict signature."""
     if signature.method_name not in (PREDICT, CLASSIFY, REGRESS):
         raise SignatureError(
             f"signature {signature.name!r} in {model_path} has method_name "
@@ -224,7 +243,15 @@ def _check_example_input(signature: Signature, model_path: str) -> None:
                 f"{signature.method_name} signature whose input is named "
                 f"{signature.inputs[0].alias!r}; TensorFlow Serving requires {expected!r}."
             )
-        return
+        return Feed.EXAMPLES
+    if signature.method_name == PREDICT and signature.inputs:
+        return Feed.TENSORS
+    if signature.method_name == PREDICT:
+        raise SignatureError(
+            f"signature {signature.name!r} in {model_path} takes no inputs; RunInference "
+            "feeds each element to a signature input. Export a signature with at least one "
+            "input, or pick another with ModelSpec(signature_names=...)."
+        )
     raise SignatureError(
         f"signature {signature.name!r} in {model_path} takes "
         f"{', '.join(t.describe() for t in signature.inputs) or 'no inputs'}; "

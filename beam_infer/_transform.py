@@ -9,7 +9,7 @@ from apache_beam.ml.inference import base
 from apache_beam.typehints import typehints
 from tfx_bsl.public.proto import model_spec_pb2
 
-from beam_infer._config import ModelSpec, RetryConfig
+from beam_infer._config import ModelSpec, Output, RetryConfig
 from beam_infer._dead_letters import (
     DEAD_LETTERS_TAG,
     DeadLetter,
@@ -17,9 +17,8 @@ from beam_infer._dead_letters import (
     SplitDeadLettersFn,
     ValidateFn,
 )
-from beam_infer._encoding import ExampleLike
 from beam_infer._errors import ConfigurationError
-from beam_infer._handler import SavedModelHandler
+from beam_infer._handler import PredictionResult, SavedModelHandler
 from beam_infer._isolation import IsolatingHandler, keyed_from_type
 from beam_infer._prediction_log import PredictionLog
 from beam_infer._validation import Validator
@@ -28,17 +27,28 @@ K = TypeVar("K")
 DEFAULT_RETRY = RetryConfig()
 
 
-@beam.typehints.with_input_types(ExampleLike | tuple[K, ExampleLike])
 class RunInference(beam.PTransform):
-    """Scores examples with a SavedModel; a drop-in for tfx-bsl's ``RunInference``.
+    """Scores elements with a SavedModel; a drop-in for tfx-bsl's ``RunInference``.
 
-    ==============================================  ===================================
-    input element                                   output element
-    ==============================================  ===================================
-    ``tf.train.Example`` / ``SequenceExample``       ``PredictionLog``
-    ``bytes`` (a serialized example)                 ``PredictionLog``
-    ``(key, any of the above)``                      ``(key, PredictionLog)``
-    ==============================================  ===================================
+    ================================================  ==================================
+    input element                                     output element
+    ================================================  ==================================
+    ``tf.train.Example`` / ``SequenceExample``         ``PredictionLog``
+    ``bytes`` (a serialized example)                   ``PredictionLog``
+    tensor-input signature: ``dict[alias, array]``,    ``PredictionLog``
+    or for one input an ``np.ndarray``, scalar,
+    list, ``str`` or ``tf.Tensor``
+    ``(key, any of the above)``                        ``(key, PredictionLog)``
+    ================================================  ==================================
+
+    With ``output=Output.RESULT`` each ``PredictionLog`` above is Beam's
+    ``PredictionResult(example, inference)`` instead: the element and a dict of numpy
+    output rows by alias.
+
+    A signature whose only input is a string takes serialized examples from
+    ``tf.train.Example``/``bytes`` elements, and raw strings from ``str``, ``np.ndarray``,
+    ``list``, ``dict`` or ``tf.Tensor`` elements. Predict logs of tensor inputs hold each
+    element's tensors in ``request.inputs[alias]`` with a leading dimension of 1.
 
     The model is loaded once per worker process (or once per machine with
     ``ModelSpec(share_across_processes=True)``); elements are batched by Beam's
@@ -53,28 +63,30 @@ class RunInference(beam.PTransform):
 
     Args:
         spec: A ``beam_infer.ModelSpec`` or tfx-bsl's ``InferenceSpecType``.
+        output: ``Output.PREDICTION_LOG`` (default) or ``Output.RESULT`` (lean).
         retry: How transient model-call failures are retried (``RetryConfig()``: 3
             attempts, 0.5 s then 1 s apart).
 
     Raises:
         ConfigurationError: at construction, if the model path, tags or signatures do
-            not fit (see ``SavedModelHandler``).
+            not fit (see ``SavedModelHandler``), or ``output`` is not an ``Output``.
 
     Example:
         >>> import beam_infer as bi
         >>> logs = examples | bi.RunInference(bi.ModelSpec(model_path="/models/five/1"))
         >>> keyed_logs = keyed_examples | bi.RunInference(spec)  # (key, PredictionLog)
         >>> logs, failed = examples | bi.RunInference(spec).with_dead_letters()
+        >>> results = arrays | bi.RunInference(spec, output=bi.Output.RESULT)
     """
 
     def __init__(self, spec: ModelSpec | model_spec_pb2.InferenceSpecType, *,
-                 retry: RetryConfig = DEFAULT_RETRY):
+                 output: Output = Output.PREDICTION_LOG, retry: RetryConfig = DEFAULT_RETRY):
         super().__init__()
         if not isinstance(retry, RetryConfig):
             raise ConfigurationError(
                 f"RunInference(retry=...) takes a beam_infer.RetryConfig; got "
                 f"{type(retry).__name__}. Example: retry=bi.RetryConfig(max_attempts=5).")
-        self._handler = SavedModelHandler(spec)
+        self._handler = SavedModelHandler(spec, output=output)
         self._retry = retry
         # Read while the model is known to exist: workers may never see the path again.
         self._validator = _validator(self._handler)
@@ -96,7 +108,7 @@ class RunInference(beam.PTransform):
         return RunInferenceWithDeadLetters(self._handler, self._retry, self._validator)
 
     def infer_output_type(self, input_type: Any) -> Any:
-        return _output_type(input_type)
+        return _output_type(input_type, self._handler)
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
         handler = IsolatingHandler(
@@ -136,7 +148,7 @@ class RunInferenceWithDeadLetters(beam.PTransform):
                           .with_outputs(DEAD_LETTERS_TAG, main="valid"))
         handler = IsolatingHandler(self._handler, keyed=keyed, retry=self._retry,
                                    validator=validator, dead_letters=True)
-        output_type = _output_type(pcoll.element_type)
+        output_type = _output_type(pcoll.element_type, self._handler)
         results = (valid | "Infer" >> base.RunInference(handler)
                    .with_output_types(typehints.Union[output_type, DeadLetter]))
         predictions, failed = (results | "SplitDeadLetters" >> beam.ParDo(SplitDeadLettersFn())
@@ -152,15 +164,16 @@ def _validator(handler: SavedModelHandler) -> Validator:
                               handler.plan)
 
 
-def _output_type(input_type: Any) -> Any:
-    """PredictionLog for examples, (K, PredictionLog) for pairs; Any when undecided.
+def _output_type(input_type: Any, handler: SavedModelHandler) -> Any:
+    """PredictionLog (or PredictionResult) per element, a (K, ...) pair for pairs.
 
     Undeclared or union input types (e.g. ``beam.Create`` of mixed pairs) are decided per
-    element, so the output may hold either.
+    element, so the output may hold either: Any.
     """
+    value = PredictionResult if handler.output is Output.RESULT else PredictionLog
     keyed = keyed_from_type(input_type)
     if keyed is None:
         return Any
     if keyed:
-        return typehints.Tuple[input_type.tuple_types[0], PredictionLog]
-    return PredictionLog
+        return typehints.Tuple[input_type.tuple_types[0], value]
+    return value

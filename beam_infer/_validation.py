@@ -23,8 +23,17 @@ from google.protobuf.message import DecodeError
 from tensorflow.core.framework import function_pb2, node_def_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from beam_infer import _tensors
 from beam_infer._encoding import _preview, _wrong_type_message
-from beam_infer._signatures import Operation, SignaturePlan, read_saved_model, select_meta_graph
+from beam_infer._errors import InputError
+from beam_infer._signatures import (
+    Feed,
+    Operation,
+    Signature,
+    SignaturePlan,
+    read_saved_model,
+    select_meta_graph,
+)
 
 _KINDS = {tf.float32: "float_list", tf.int64: "int64_list", tf.string: "bytes_list"}
 _KIND_NAMES = {"float_list": "float", "int64_list": "int64", "bytes_list": "bytes"}
@@ -71,6 +80,10 @@ class Validator:
         proto: ``"Example"``, ``"SequenceExample"`` or None when the graph does not say.
         features: Rules for the parsed features (context features of a SequenceExample).
         predicts: The signature is a predict signature (named in messages).
+        tensor_signature: The predict signature tensor elements are fed to: every
+            element for a tensor-input signature (``feeds_tensors``), and ``str``,
+            arrays, dicts and ``tf.Tensor``s for a one-string-input one (raw strings).
+        feeds_tensors: Every element is fed as tensors (``Feed.TENSORS``).
 
     Example:
         >>> validator = Validator.for_plan(model_path, tags, plan)
@@ -82,16 +95,23 @@ class Validator:
     proto: str | None = None
     features: tuple[FeatureRule, ...] = ()
     predicts: bool = False
+    tensor_signature: Signature | None = None
+    feeds_tensors: bool = False
 
     @classmethod
     def for_plan(cls, model_path: str, tags: Sequence[str], plan: SignaturePlan) -> Validator:
         """Derives the rules from the graph behind ``plan``'s signatures."""
+        predicts = plan.operation is Operation.PREDICT
+        first = plan.signatures[0]
+        if plan.feed is Feed.TENSORS:
+            return cls(signature_name=first.name, accepts_sequence_examples=False,
+                       predicts=True, tensor_signature=first, feeds_tensors=True)
         meta_graph = select_meta_graph(read_saved_model(model_path), tuple(tags), model_path)
         proto, features = _rules(meta_graph, plan)
-        predicts = plan.operation is Operation.PREDICT
-        return cls(signature_name=plan.signatures[0].name,
+        return cls(signature_name=first.name,
                    accepts_sequence_examples=predicts and proto != "Example", proto=proto,
-                   features=features, predicts=predicts)
+                   features=features, predicts=predicts,
+                   tensor_signature=first if predicts else None)
 
     def check(self, element: Any) -> Failure | None:
         """None when the element passes every check, else why it cannot be scored."""
@@ -99,6 +119,9 @@ class Validator:
             return Failure("decode", "InputError", (
                 f"element is None; signature {self.signature_name!r} takes "
                 f"{self._accepted()}. Drop or repair missing rows before RunInference."))
+        if self.tensor_signature is not None and (
+                self.feeds_tensors or _tensors.is_tensor_element(element)):
+            return self._check_tensors(element, self.tensor_signature)
         if isinstance(element, bytes):
             return self._check_bytes(element)
         if isinstance(element, tf.train.SequenceExample) and not self.accepts_sequence_examples:
@@ -115,9 +138,46 @@ class Validator:
         return Failure("decode", "InputError", message)
 
     def _accepted(self) -> str:
+        if self.feeds_tensors:
+            return "tensors (a dict keyed by input alias, or an array for one input)"
         if self.accepts_sequence_examples:
             return "tf.train.Example, tf.train.SequenceExample or bytes"
         return "tf.train.Example or bytes"
+
+    def _check_tensors(self, element: Any, signature: Signature) -> Failure | None:
+        """The per-element half of what ``_tensors.batch_tensors`` checks for a batch.
+
+        Raw strings fed to a signature that parses them as examples are checked as
+        serialized examples too: that is what the model will do with them.
+        """
+        inputs = signature.inputs
+        try:
+            if len(inputs) > 1 or isinstance(element, Mapping):
+                _tensors._check_keys(element, signature)
+        except InputError as e:
+            return Failure("validate", "InputError", str(e))
+        for info in inputs:
+            value = element[info.alias] if isinstance(element, Mapping) else element
+            try:
+                array = _tensors._as_array(value, info, signature)
+            except InputError as e:
+                return Failure("decode", "InputError", str(e))
+            except (TypeError, ValueError) as e:  # e.g. ragged nested lists
+                return Failure("decode", type(e).__name__, (
+                    f"input {info.alias!r} of signature {signature.name!r} takes "
+                    f"{info.describe()}, but the element's value cannot be made an array: "
+                    f"{e}. Pass a rectangular np.ndarray."))
+            try:
+                _tensors._check_row_shape(array.shape, info, signature, 0)
+            except InputError as e:
+                return Failure("validate", "InputError", str(e).replace(
+                    "element 0 of the batch has shape", "the element has shape"))
+            if not self.feeds_tensors and self.proto is not None:
+                for serialized in array.ravel():
+                    failure = self._check_bytes(serialized)
+                    if failure is not None:
+                        return failure
+        return None
 
     def _check_bytes(self, element: bytes) -> Failure | None:
         if self.proto is None:

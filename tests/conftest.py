@@ -27,6 +27,8 @@ class Zoo:
     tf_keras: str  # tf-keras model.save() with the seed's serve_tf_examples_fn
     tf1: str  # estimator-style TF1 export: classify, regress, predict, ...
     tf1_gpu_tags: str  # TF1 export whose only MetaGraph has tags {serve, gpu}
+    tensors: str  # tf.Module: multi-input multi-output, scalar and raw-text signatures
+    tokens: str  # tf.Module: int32 [None, None] variable-length input
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +44,8 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
         tf_keras=model_zoo.tf_keras_examples(root / "tf_keras"),
         tf1=model_zoo.tf1_estimator_style(root / "tf1"),
         tf1_gpu_tags=model_zoo.tf1_with_extra_tags(root / "tf1_gpu"),
+        tensors=model_zoo.tf_module_tensors(root / "tensors"),
+        tokens=model_zoo.variable_length_tokens(root / "tokens"),
     )
 
 

@@ -252,6 +252,73 @@ def tf_module_examples(
     return path
 
 
+def tf_module_tensors(path: PathLike, *, factor: float = 5.0) -> str:
+    """Saves a ``tf.Module`` whose predict signatures take named tensors, not Examples.
+
+    * ``serving_default``: ``x`` float32 [None, 2], ``count`` int64 [None], ``label`` string
+      [None] -> ``total`` = factor * sum(x) * count float32 [None], ``doubled`` = 2 * x
+      float32 [None, 2], ``shout`` = upper(label) string [None].
+    * ``scalar``: ``v`` float32 [None] -> ``y`` = factor * v float32 [None].
+    * ``text_length``: ``text`` string [None] (raw text) -> ``length`` int32 [None], the
+      length in UTF-8 characters.
+
+    Args:
+        path: Directory to write the SavedModel to.
+        factor: The weight value.
+
+    Returns:
+        ``path`` as a string.
+    """
+    path = os.fspath(path)
+    module = tf.Module()
+    module.w = tf.Variable(factor, dtype=tf.float32, name="w")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x"),
+                                  tf.TensorSpec([None], tf.int64, name="count"),
+                                  tf.TensorSpec([None], tf.string, name="label")])
+    def serving_default(x: tf.Tensor, count: tf.Tensor, label: tf.Tensor
+                        ) -> dict[str, tf.Tensor]:
+        total = module.w * tf.reduce_sum(x, axis=1) * tf.cast(count, tf.float32)
+        return {"total": total, "doubled": 2.0 * x, "shout": tf.strings.upper(label)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="v")])
+    def scalar(v: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": module.w * v}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def text_length(text: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"length": tf.strings.length(text, unit="UTF8_CHAR")}
+
+    tf.saved_model.save(module, path, signatures={
+        "serving_default": serving_default, "scalar": scalar, "text_length": text_length})
+    return path
+
+
+def variable_length_tokens(path: PathLike) -> str:
+    """Saves a ``tf.Module`` whose input has a variable-length dimension.
+
+    ``serving_default``: ``tokens`` int32 [None, None] -> ``total`` int32 [None] (sum of the
+    tokens) and ``length`` int64 [None] (number of non-zero tokens), so padding with zeros
+    does not change the answers.
+
+    Args:
+        path: Directory to write the SavedModel to.
+
+    Returns:
+        ``path`` as a string.
+    """
+    path = os.fspath(path)
+    module = tf.Module()
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="tokens")])
+    def serving_default(tokens: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"total": tf.reduce_sum(tokens, axis=1),
+                "length": tf.math.count_nonzero(tokens, axis=1)}
+
+    tf.saved_model.save(module, path, signatures={"serving_default": serving_default})
+    return path
+
+
 def tf_keras_examples(path: PathLike, *, factor: float = 5.0) -> str:
     """Saves a tf-keras (Keras 2) model with ``model.save(save_format="tf", signatures=...)``.
 

@@ -85,25 +85,6 @@ def test_requested_tags_are_used(zoo):
     assert handler.plan.operation is bi.Operation.CLASSIFY
 
 
-def test_dense_input_signature_says_what_it_expects(zoo):
-    with pytest.raises(bi.SignatureError) as error:
-        _build(bi.ModelSpec(model_path=zoo.keras3_dense))
-    assert _message(error, zoo.keras3_dense) == (
-        "signature 'serving_default' in <ROOT> takes x: float32[?,1]; RunInference feeds "
-        "tf.train.Example, tf.train.SequenceExample or bytes as one 1-D string tensor, so the "
-        "signature must have exactly one string input. Export a signature that parses "
-        "serialized examples (tf.io.parse_example), or pick another with "
-        "ModelSpec(signature_names=...)."
-    )
-
-
-def test_two_input_signature_is_rejected(zoo):
-    with pytest.raises(bi.SignatureError, match=re.escape(
-            "signature 'two_inputs' in " + zoo.tf1 + " takes examples: string[?], "
-            "extra: float32[?,1];")):
-        _build(bi.ModelSpec(model_path=zoo.tf1, signature_names=("two_inputs",)))
-
-
 def test_predict_cannot_join_multi_inference(zoo):
     with pytest.raises(bi.SignatureError) as error:
         _build(bi.ModelSpec(model_path=zoo.tf1, signature_names=("classify", "predict")))

@@ -40,10 +40,10 @@ def test_run_inference_without_a_pipeline(zoo):
 def test_wrong_element_type_says_what_to_pass(zoo):
     handler = bi.SavedModelHandler(bi.ModelSpec(model_path=zoo.five))
     with pytest.raises(bi.InputError) as error:
-        handler.run_inference([{"x": 1.0}], handler.load_model())
+        handler.run_inference([1.5], handler.load_model())
     assert str(error.value) == (
         "signature 'serving_default' takes serialized examples, but got an element of type "
-        "builtins.dict: {'x': 1.0}. Pass tf.train.Example, tf.train.SequenceExample or bytes."
+        "builtins.float: 1.5. Pass tf.train.Example, tf.train.SequenceExample or bytes."
     )
 
 

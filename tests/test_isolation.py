@@ -85,7 +85,7 @@ def test_deterministic_failures_are_not_retried(poison):
 def test_elements_that_cannot_be_encoded_fail_alone_at_decode(poison):
     handler, model = poison
     (good,) = model_zoo.make_examples([2.0])
-    outputs = handler.run_inference([good, None, "text", good], model)
+    outputs = handler.run_inference([good, None, 3.5, good], model)
     assert _value(outputs[0]) == _value(outputs[3]) == 10.0
     assert [(o.stage, o.error_type) for o in outputs[1:3]] == [
         (bi.Stage.DECODE, "InputError"), (bi.Stage.DECODE, "InputError")]

@@ -56,10 +56,21 @@ def test_good_examples_pass_as_protos_and_as_bytes(five):
     (None, Failure("decode", "InputError",
                    "element is None; signature 'serving_default' takes tf.train.Example or "
                    "bytes. Drop or repair missing rows before RunInference.")),
-    ({"x": 1.0}, Failure("decode", "InputError",
-                         "signature 'serving_default' takes serialized examples, but got an "
-                         "element of type builtins.dict: {'x': 1.0}. Pass tf.train.Example or "
-                         "bytes (the signature parses tf.train.Example).")),
+    (3.5, Failure("decode", "InputError",
+                  "signature 'serving_default' takes serialized examples, but got an element "
+                  "of type builtins.float: 3.5. Pass tf.train.Example or bytes (the signature "
+                  "parses tf.train.Example).")),
+    # A dict is named tensors: for this signature, its one input 'examples'.
+    ({"x": 1.0}, Failure("validate", "InputError",
+                         "signature 'serving_default' takes inputs examples; an element has "
+                         "keys x (missing examples; unknown x). Key each element by the "
+                         "signature's input aliases.")),
+    # A str is a raw string fed to the signature, which parses it as an Example.
+    ("3.0", Failure("decode", "DecodeError",
+                    "3 bytes b'3.0' do not parse as a tf.train.Example (Error parsing message "
+                    "with type 'tensorflow.Example'); signature 'serving_default' parses "
+                    "serialized tf.train.Examples. Check what the input holds (e.g. read "
+                    "TFRecords with coder=beam.coders.ProtoCoder(tf.train.Example)).")),
     (b"\xff\xff", Failure("decode", "DecodeError",
                           "2 bytes b'\\xff\\xff' do not parse as a tf.train.Example (Error "
                           "parsing message with type 'tensorflow.Example'); signature "

@@ -1,0 +1,238 @@
+"""Turning elements into the named tensors a tensor-input signature is fed.
+
+An element is a ``dict`` keyed by input alias, or, for a one-input signature, the value
+itself (``np.ndarray``, scalar, list, ``str``/``bytes`` or ``tf.Tensor``). A batch is the
+elements stacked along a new first axis, one numpy array per alias.
+
+Dtypes: a value is cast to the signature's dtype only when nothing is lost — a safe
+numpy cast, or a cast whose result equals the value. Python floats (values without a
+numpy dtype) go to any float dtype the way ``tf.constant(value, dtype)`` takes them.
+Strings become bytes (``str`` is UTF-8 encoded).
+
+Shapes: each element must have the signature's shape without its batch dimension.
+Dimensions the signature leaves variable (``?``) must agree within a batch, or are padded
+to the batch's largest with ``ModelSpec(pad_variable_length_inputs=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from beam_infer._errors import InputError
+from beam_infer._signatures import Signature, TensorInfo
+
+_PAD_HINT = ("Set ModelSpec(pad_variable_length_inputs=True) to pad each batch to its "
+             "largest element (zeros, empty strings), as TF Serving's "
+             "pad_variable_length_inputs does.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorBatch:
+    """A batch ready for the signature, and the elements' own rows for the request log.
+
+    Attributes:
+        feeds: One array per input alias, the batch along the first axis.
+        rows: Per alias, each element's array before padding; the same rows as ``feeds``
+            when nothing was padded.
+    """
+
+    feeds: dict[str, np.ndarray]
+    rows: dict[str, Sequence[np.ndarray]]
+
+
+def is_tensor_element(element: object) -> bool:
+    """True for the element kinds a one-string-input predict signature takes as raw strings."""
+    return isinstance(element, str | np.ndarray | np.generic | Mapping | tf.Tensor | list)
+
+
+def batch_tensors(batch: Sequence[Any], signature: Signature, *, pad: bool) -> TensorBatch:
+    """Stacks ``batch`` into one array per input of ``signature``.
+
+    Args:
+        batch: The elements (see the module docstring).
+        signature: The signature fed; its inputs give aliases, dtypes and shapes.
+        pad: Pad variable-length dimensions to the batch's largest element.
+
+    Raises:
+        InputError: a key is missing or unknown, a dtype cannot be cast losslessly, or a
+            shape does not fit; the message names the input and what to change.
+    """
+    inputs = signature.inputs
+    if len(inputs) == 1:
+        alias = inputs[0].alias
+        columns = {alias: [_single(e, alias, signature) for e in batch]}
+    else:
+        columns = {info.alias: [] for info in inputs}
+        for element in batch:
+            _check_keys(element, signature)
+            for alias, column in columns.items():
+                column.append(element[alias])
+    feeds, rows = {}, {}
+    for info in inputs:
+        feeds[info.alias], rows[info.alias] = _stack(columns[info.alias], info, signature,
+                                                     pad)
+    return TensorBatch(feeds=feeds, rows=rows)
+
+
+def _single(element: Any, alias: str, signature: Signature) -> Any:
+    if isinstance(element, Mapping):
+        _check_keys(element, signature)
+        return element[alias]
+    return element
+
+
+def _check_keys(element: Any, signature: Signature) -> None:
+    expected = [info.alias for info in signature.inputs]
+    if not isinstance(element, Mapping):
+        raise InputError(
+            f"signature {signature.name!r} takes {len(expected)} inputs "
+            f"({', '.join(expected)}), so each element must be a dict keyed by those "
+            f"aliases; got {type(element).__module__}.{type(element).__qualname__}."
+        )
+    if element.keys() != set(expected):
+        missing = sorted(set(expected) - element.keys())
+        extra = sorted(map(str, element.keys() - set(expected)))
+        problems = ([f"missing {', '.join(missing)}"] if missing else []) + \
+                   ([f"unknown {', '.join(extra)}"] if extra else [])
+        raise InputError(
+            f"signature {signature.name!r} takes inputs {', '.join(expected)}; an element "
+            f"has keys {', '.join(sorted(map(str, element.keys()))) or 'none'} "
+            f"({'; '.join(problems)}). Key each element by the signature's input aliases."
+        )
+
+
+def _stack(values: list[Any], info: TensorInfo, signature: Signature, pad: bool
+           ) -> tuple[np.ndarray, Sequence[np.ndarray]]:
+    first = values[0]
+    if (isinstance(first, np.ndarray) and first.dtype != object
+            and all(type(v) is np.ndarray and v.shape == first.shape for v in values)):
+        stacked = np.stack(values)  # the common case: same-shape arrays, one copy
+        stacked = _cast(stacked, info, signature, literal=False)
+        _check_row_shape(stacked.shape[1:], info, signature, 0)
+        return stacked, stacked
+    arrays = [_as_array(v, info, signature) for v in values]
+    shapes = {a.shape for a in arrays}
+    for index, array in enumerate(arrays):
+        _check_row_shape(array.shape, info, signature, index)
+    if len(shapes) > 1:
+        target = tuple(max(s) for s in zip(*shapes, strict=True))
+        if not pad:
+            a, b = sorted(shapes)[:2]
+            raise InputError(
+                f"input {info.alias!r} of signature {signature.name!r} got elements of shapes "
+                f"{list(a)} and {list(b)} in one batch; the signature takes "
+                f"{info.describe()}, whose variable dimensions must agree within a batch. "
+                f"{_PAD_HINT}"
+            )
+        fill = b"" if info.dtype == tf.string else 0
+        padded = np.full((len(arrays), *target), fill, dtype=arrays[0].dtype)
+        for i, array in enumerate(arrays):
+            padded[(i, *(slice(0, d) for d in array.shape))] = array
+        return padded, arrays
+    stacked = np.stack(arrays)
+    return stacked, stacked
+
+
+def _as_array(value: Any, info: TensorInfo, signature: Signature) -> np.ndarray:
+    if isinstance(value, tf.Tensor):
+        value = value.numpy()
+    literal = not isinstance(value, np.ndarray | np.generic)
+    array = np.asarray(value)
+    return _cast(array, info, signature, literal=literal)
+
+
+def _cast(array: np.ndarray, info: TensorInfo, signature: Signature, *, literal: bool
+          ) -> np.ndarray:
+    if info.dtype == tf.string:
+        return _as_bytes(array, info, signature)
+    expected = np.dtype(info.dtype.as_numpy_dtype)
+    if array.dtype == expected:
+        return array
+    if array.dtype.kind in "OSU":
+        raise InputError(
+            f"input {info.alias!r} of signature {signature.name!r} takes "
+            f"{info.dtype.name}, but got {array.dtype.name} values; strings and objects are "
+            f"not converted to numbers. Parse them into {info.dtype.name} values first."
+        )
+    if np.can_cast(array.dtype, expected, casting="safe") or (
+            literal and array.dtype.kind == "f" and expected.kind == "f"):
+        return array.astype(expected)
+    with np.errstate(all="ignore"):
+        cast = array.astype(expected)
+        lossless = np.array_equal(cast.astype(array.dtype), array)
+    if not lossless:
+        bad = array.ravel()[np.flatnonzero(cast.astype(array.dtype).ravel() != array.ravel())]
+        example = bad[0].item() if bad.size else array.ravel()[0].item()
+        raise InputError(_dtype_message(
+            info, signature, array.dtype,
+            f"{expected.name} cannot hold {example!r} exactly"))
+    return cast
+
+
+def _dtype_message(info: TensorInfo, signature: Signature, received: np.dtype,
+                   why: str) -> str:
+    expected = info.dtype.name
+    return (
+        f"input {info.alias!r} of signature {signature.name!r} takes {expected}, but got "
+        f"{received.name} values and {why}; only lossless casts are made. Pass "
+        f"{expected} values (e.g. np.asarray(value, dtype=np.{expected})) if rounding is "
+        "what you want."
+    )
+
+
+def _as_bytes(array: np.ndarray, info: TensorInfo, signature: Signature) -> np.ndarray:
+    if array.dtype.kind == "U":
+        return np.char.encode(array, "utf-8").astype(object)
+    if array.dtype.kind == "S":
+        return array.astype(object)
+    if array.dtype == object:
+        if all(isinstance(v, bytes) for v in array.flat):
+            return array
+        if all(isinstance(v, bytes | str) for v in array.flat):
+            return np.array([v.encode() if isinstance(v, str) else v for v in array.flat],
+                            dtype=object).reshape(array.shape)
+    raise InputError(
+        f"input {info.alias!r} of signature {signature.name!r} takes strings, but got "
+        f"{array.dtype.name} values; only str and bytes go into a string input. Convert "
+        "the values to text first (e.g. str(value))."
+    )
+
+
+def _check_row_shape(shape: tuple[int, ...], info: TensorInfo, signature: Signature,
+                     index: int) -> None:
+    if info.shape is None:
+        return
+    expected = info.shape[1:]
+    if len(shape) == len(expected) and all(
+            e is None or e == d for e, d in zip(expected, shape, strict=True)):
+        return
+    want = "[" + ",".join("?" if d is None else str(d) for d in expected) + "]"
+    raise InputError(
+        f"input {info.alias!r} of signature {signature.name!r} takes elements of shape "
+        f"{want} (the signature's {info.describe()} without its batch dimension); "
+        f"element {index} of the batch has shape {list(shape)}. Give each element the "
+        "shape of one example, without a batch dimension."
+    )
+
+
+def num_bytes(batch: Sequence[Any]) -> int:
+    """The bytes of a batch's tensor values, without converting anything."""
+    return sum(_value_bytes(v) for e in batch
+               for v in (e.values() if isinstance(e, Mapping) else (e,)))
+
+
+def _value_bytes(value: Any) -> int:
+    if isinstance(value, np.ndarray | np.generic):
+        return int(value.nbytes)
+    if isinstance(value, bytes | str):
+        return len(value)
+    if isinstance(value, tf.Tensor):
+        return sum(len(v) for v in np.ravel(value.numpy()))
+    if isinstance(value, tf.Tensor) and value.dtype != tf.string:
+        return int(value.shape.num_elements() or 0) * value.dtype.size
+    return int(np.asarray(value).nbytes)

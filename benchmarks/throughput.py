@@ -1,0 +1,425 @@
+"""Throughput of beam_infer against its peers, in one process on DirectRunner.
+
+Builds its own models and data under ``--work_dir`` and prints one table per model:
+elements/s and the ratio to the direct loop (the limit: the SavedModel's signature called
+in a plain Python loop on the same batches, starting from the same records) and to
+tfx-bsl's ``RunInference``. Models: the seed's ``y = 5x`` on keyed serialized Examples,
+and an MLP 784-512-512-10 (weights from a fixed seed) on serialized Examples and on dense
+float32 arrays.
+
+Pipeline rates are steady rates: each variant runs on all records and on a tenth of
+them, and the rate is the extra elements over the extra wall time, so fixed costs (runner
+and worker start, model load) cancel as they are outside the direct loop's clock too.
+"vs loop + floor" compares with the best a pipeline can do: the direct loop's time per
+element plus the read-only pipeline's. Every variant batches ``--batch_size`` elements
+(``BatchConfig(min_batch_size=B, max_batch_size=B)``), except tfx-bsl's own
+``RunInference``, which does not forward batch parameters.
+
+Usage:
+    python -m benchmarks.throughput            # the README table (a few minutes)
+    python -m benchmarks.throughput --smoke    # tiny sizes, for CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
+from apache_beam.ml.inference import base
+from apache_beam.options.pipeline_options import PipelineOptions
+
+import beam_infer as bi
+from pipelines import models
+
+MLP_SIZES = (784, 512, 512, 10)
+TWO_WORKERS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class _Mlp(tf.Module):
+    def __init__(self, seed: int = 0):
+        super().__init__(name="mlp")
+        rng = np.random.default_rng(seed)
+        self.layers = [
+            (tf.Variable(rng.normal(0, 1 / np.sqrt(n), (n, m)).astype(np.float32)),
+             tf.Variable(np.zeros(m, np.float32)))
+            for n, m in itertools.pairwise(MLP_SIZES)
+        ]
+
+    def _forward(self, x: tf.Tensor) -> tf.Tensor:
+        for i, (w, b) in enumerate(self.layers):
+            x = tf.matmul(x, w) + b
+            if i < len(self.layers) - 1:
+                x = tf.nn.relu(x)
+        return x
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        x = tf.io.parse_example(
+            examples, {"x": tf.io.FixedLenFeature([MLP_SIZES[0]], tf.float32)})["x"]
+        return {"logits": self._forward(x)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, MLP_SIZES[0]], tf.float32, name="x")])
+    def serve_dense(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"logits": self._forward(x)}
+
+
+def build_mlp(path: str) -> str:
+    """An MLP 784-512-512-10 with signatures ``serving_default`` (Examples) and ``dense``."""
+    module = _Mlp()
+    tf.saved_model.save(module, path, signatures={
+        "serving_default": module.serve_examples, "dense": module.serve_dense})
+    return path
+
+
+def write_records(prefix: str, records: Sequence[bytes], shards: int) -> str:
+    """Writes ``records`` round-robin into ``shards`` TFRecord files; returns the glob."""
+    os.makedirs(os.path.dirname(prefix), exist_ok=True)
+    for shard in range(shards):
+        with tf.io.TFRecordWriter(f"{prefix}-{shard:05d}.tfrecord") as writer:
+            for record in records[shard::shards]:
+                writer.write(record)
+    return f"{prefix}-*.tfrecord"
+
+
+def mlp_example(values: np.ndarray) -> bytes:
+    return tf.train.Example(features=tf.train.Features(feature={
+        "x": tf.train.Feature(float_list=tf.train.FloatList(value=values))})
+    ).SerializeToString()
+
+
+# Module-level step functions, so worker processes unpickle them by reference.
+def with_key(record: bytes) -> tuple[bytes, bytes]:
+    return record[-4:], record
+
+
+def decode_dense(record: bytes) -> np.ndarray:
+    return np.frombuffer(record, dtype=np.float32)
+
+
+class _ImportTensorFlow(beam.DoFn):
+    """The read-only pipeline's workers import TF too, so memory compares like for like."""
+
+    def setup(self) -> None:
+        import tensorflow  # noqa: F401
+
+    def process(self, element):
+        yield element
+
+
+@dataclasses.dataclass
+class Row:
+    name: str
+    rate: float
+    loads: int | None = None
+    peak_rss_mb: float | None = None
+
+
+class _PeakRss:
+    """Samples the RSS of this process's children (worker processes) while running."""
+
+    def __init__(self) -> None:
+        self.peak_per_process: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> _PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        me = os.getpid()
+        while not self._stop.is_set():
+            for pid in _descendants(me):
+                rss = _rss_bytes(pid)
+                if rss > self.peak_per_process.get(pid, 0):
+                    self.peak_per_process[pid] = rss
+            time.sleep(0.05)
+
+    @property
+    def peak_worker_mb(self) -> float | None:
+        return max(self.peak_per_process.values()) / 2**20 if self.peak_per_process else None
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """The records in 4 TFRecord shards, and a tenth of them for the fixed-cost run."""
+
+    n: int
+    pattern: str
+    n_small: int
+    pattern_small: str
+
+    @classmethod
+    def write(cls, folder: str, records: Sequence[bytes]) -> Data:
+        small = records[: max(len(records) // 10, 1)]
+        return cls(len(records), write_records(os.path.join(folder, "all", "part"), records, 4),
+                   len(small), write_records(os.path.join(folder, "tenth", "part"), small, 4))
+
+
+class Bench:
+    """Runs pipelines on DirectRunner and turns wall times into steady elements/s.
+
+    Each variant runs on all records and on a tenth of them; the rate is the difference
+    in elements over the difference in wall time, so fixed costs (runner start, worker
+    processes, model load) cancel, as they are outside the direct loop's clock too.
+    """
+
+    def __init__(self, work_dir: str):
+        self.work_dir = work_dir
+
+    def _wall(self, build: Callable[[beam.Pipeline], object], options: Sequence[str] = ()
+              ) -> float:
+        pipeline = beam.Pipeline(options=PipelineOptions(list(options)))
+        build(pipeline)
+        start = time.perf_counter()
+        self.result = pipeline.run()
+        self.result.wait_until_finish()
+        return time.perf_counter() - start
+
+    def pipeline(self, name: str, data: Data,
+                 read: Callable[[beam.Pipeline, str], beam.PCollection],
+                 step: Callable[[beam.PCollection], object] = lambda pcoll: pcoll,
+                 options: Sequence[str] = (), measure_memory: bool = False) -> Row:
+        def counted(pattern: str) -> Callable[[beam.Pipeline], None]:
+            def run(p: beam.Pipeline) -> None:
+                _ = step(read(p, pattern)) | "Count" >> beam.combiners.Count.Globally()
+            return run
+
+        small = self._wall(counted(data.pattern_small), options)
+        if measure_memory:
+            with _PeakRss() as rss:
+                wall = self._wall(counted(data.pattern), options)
+            peak = rss.peak_worker_mb
+        else:
+            wall, peak = self._wall(counted(data.pattern), options), None
+        loads = _load_count(self.result)
+        # Too small to time (smoke sizes): the difference is noise, print n/a.
+        rate = (data.n - data.n_small) / (wall - small) if wall > small else float("nan")
+        return Row(name, rate, loads, peak)
+
+
+def _load_count(result) -> int | None:
+    query = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(
+        bi.METRICS_NAMESPACE).with_name("load_model_latency_milli_secs"))
+    counts = [d.committed.count for d in query["distributions"] if d.committed]
+    return sum(counts) if counts else None
+
+
+def direct_loop(function, batches: Sequence[Sequence[bytes]], decode) -> float:
+    """Elements/s of the signature called on ``decode(batch)`` for every batch."""
+    function(**decode(batches[0]))  # trace and warm up outside the clock
+    start = time.perf_counter()
+    count = 0
+    for batch in batches:
+        outputs = function(**decode(batch))
+        _ = {k: v.numpy() for k, v in outputs.items()}
+        count += len(batch)
+    return count / (time.perf_counter() - start)
+
+
+def _batches(records: Sequence[bytes], size: int) -> list[Sequence[bytes]]:
+    return [records[i:i + size] for i in range(0, len(records), size)]
+
+
+def _spec(path: str, batch: int, signatures: tuple[str, ...] = ()) -> bi.ModelSpec:
+    return bi.ModelSpec(model_path=path, signature_names=signatures,
+                        batching=bi.BatchConfig(min_batch_size=batch, max_batch_size=batch))
+
+
+def _tfx_spec(path: str, batch: int, signatures: Sequence[str] = ()):
+    from tfx_bsl.public.proto import model_spec_pb2
+
+    return model_spec_pb2.InferenceSpecType(
+        saved_model_spec=model_spec_pb2.SavedModelSpec(model_path=path,
+                                                       signature_name=list(signatures)),
+        batch_parameters=model_spec_pb2.BatchParameters(min_batch_size=batch,
+                                                        max_batch_size=batch))
+
+
+def _variants(path: str, batch: int, signatures: tuple[str, ...], *, keyed: bool,
+              with_tfx: bool) -> list[tuple[str, Callable[[beam.PCollection], object]]]:
+    """The inference steps compared, each a function of the read PCollection."""
+    from tfx_bsl.public.beam import RunInference as TfxRunInference
+    from tfx_bsl.public.beam.run_inference import CreateModelHandler
+
+    spec = _spec(path, batch, signatures)
+    steps: list[tuple[str, Callable[[beam.PCollection], object]]] = []
+    if with_tfx:
+        tfx_spec = _tfx_spec(path, batch, signatures)
+        handler = CreateModelHandler(tfx_spec)
+        handler = base.KeyedModelHandler(handler) if keyed else handler
+        steps += [
+            ("tfx-bsl RunInference", lambda pcoll: pcoll | TfxRunInference(tfx_spec)),
+            ("Beam RunInference + tfx-bsl CreateModelHandler",
+             lambda pcoll: pcoll | base.RunInference(handler)),
+        ]
+    steps += [
+        ("beam_infer PredictionLog", lambda pcoll: pcoll | bi.RunInference(spec)),
+        ("beam_infer lean (PredictionResult)",
+         lambda pcoll: pcoll | bi.RunInference(spec, output=bi.Output.RESULT)),
+    ]
+    return steps
+
+
+def bench_multiplier(bench: Bench, n: int, batch: int) -> list[Row]:
+    """``y = 5x`` on keyed serialized Examples."""
+    path = models.ensure_multiplier_model(os.path.join(bench.work_dir, "five"), 5.0)
+    records = [models.make_example(float(i % 1000)).SerializeToString() for i in range(n)]
+    data = Data.write(os.path.join(bench.work_dir, "five_data"), records)
+    function = tf.saved_model.load(path).signatures["serving_default"]
+    loop = direct_loop(function, _batches(records, batch),
+                       lambda b: {"examples": tf.constant(np.array(b, dtype=object))})
+
+    def read(p: beam.Pipeline, files: str) -> beam.PCollection:
+        return (p | "Read" >> beam.io.ReadFromTFRecord(files)
+                  | "Key" >> beam.Map(with_key).with_output_types(tuple[bytes, bytes]))
+
+    rows = [Row("direct loop (the limit)", loop),
+            bench.pipeline("read and key only (runner floor)", data, read)]
+    for name, step in _variants(path, batch, (), keyed=True, with_tfx=True):
+        rows.append(bench.pipeline(name, data, read, step))
+    return rows
+
+
+def bench_mlp(bench: Bench, n: int, batch: int, *, dense: bool, two_workers: bool
+              ) -> list[Row]:
+    """The MLP on serialized Examples (all peers), or on dense float32 arrays (beam_infer)."""
+    path = os.path.join(bench.work_dir, "mlp")
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        build_mlp(path)
+    values = np.random.default_rng(1).random((n, MLP_SIZES[0]), dtype=np.float32)
+    kind = "dense" if dense else "examples"
+    records = [v.tobytes() for v in values] if dense else [mlp_example(v) for v in values]
+    data = Data.write(os.path.join(bench.work_dir, f"mlp_{kind}"), records)
+    loaded = tf.saved_model.load(path)
+    if dense:
+        loop = direct_loop(loaded.signatures["dense"], _batches(records, batch),
+                           lambda b: {"x": tf.constant(np.stack([decode_dense(r) for r in b]))})
+    else:
+        loop = direct_loop(loaded.signatures["serving_default"], _batches(records, batch),
+                           lambda b: {"examples": tf.constant(np.array(b, dtype=object))})
+
+    def read(p: beam.Pipeline, files: str) -> beam.PCollection:
+        pcoll = p | "Read" >> beam.io.ReadFromTFRecord(files)
+        return pcoll | "Decode" >> beam.Map(decode_dense) if dense else pcoll
+
+    rows = [Row("direct loop (the limit)", loop),
+            bench.pipeline("read only (runner floor)", data, read)]
+    steps = _variants(path, batch, ("dense",) if dense else (), keyed=False,
+                      with_tfx=not dense)
+    for name, step in steps:
+        rows.append(bench.pipeline(name, data, read, step))
+    if two_workers:
+        one = rows[-1]
+        floor = bench.pipeline("read only, 2 workers (TF imported)", data, read,
+                               lambda pcoll: pcoll | beam.ParDo(_ImportTensorFlow()),
+                               TWO_WORKERS, measure_memory=True)
+        both = bench.pipeline("beam_infer lean, 2 workers", data, read, steps[-1][1],
+                              TWO_WORKERS, measure_memory=True)
+        both.name += f" ({both.rate / one.rate:.2f}x one worker)" \
+            if both.rate > 0 and one.rate > 0 else ""
+        rows += [floor, both]
+    return rows
+
+
+def format_table(title: str, rows: Sequence[Row]) -> str:
+    loop = rows[0].rate
+    best = 1 / (1 / loop + 1 / rows[1].rate)
+    tfx = next((r.rate for r in rows if r.name == "tfx-bsl RunInference"), None)
+    lines = [f"## {title}",
+             "| variant | elements/s | vs direct loop | vs loop + floor | vs tfx-bsl | "
+             "model loads | peak worker RSS MB |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    def ratio(value: float) -> str:
+        return "n/a" if np.isnan(value) else f"{value:.2f}x"
+
+    for row in rows:
+        lines.append(
+            f"| {row.name} | {'n/a' if np.isnan(row.rate) else f'{row.rate:,.0f}'} | "
+            f"{ratio(row.rate / loop)} | {ratio(row.rate / best)} | "
+            f"{ratio(row.rate / tfx) if tfx else '-'} | "
+            f"{row.loads if row.loads is not None else '-'} | "
+            f"{f'{row.peak_rss_mb:,.0f}' if row.peak_rss_mb else '-'} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI)")
+    parser.add_argument("--n_small", type=int, default=200_000,
+                        help="elements for y = 5x")
+    parser.add_argument("--n_mlp", type=int, default=50_000, help="elements for the MLP")
+    parser.add_argument("--batch_size", type=int, default=1024)
+    parser.add_argument("--work_dir", default=None)
+    parser.add_argument("--skip_two_workers", action="store_true")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.n_small, args.n_mlp, args.batch_size = 300, 200, 64
+    # Worker processes must import this checkout's beam_infer and benchmarks.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [ROOT, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="beam_infer_bench_")
+    bench = Bench(work_dir)
+    tables = [
+        format_table(f"y = 5x, keyed serialized Examples, n={args.n_small:,}",
+                     bench_multiplier(bench, args.n_small, args.batch_size)),
+        format_table(f"MLP 784-512-512-10, serialized Examples, n={args.n_mlp:,}",
+                     bench_mlp(bench, args.n_mlp, args.batch_size, dense=False,
+                               two_workers=False)),
+        format_table(f"MLP 784-512-512-10, dense float32 arrays, n={args.n_mlp:,}",
+                     bench_mlp(bench, args.n_mlp, args.batch_size, dense=True,
+                               two_workers=not args.skip_two_workers)),
+    ]
+    model_mb = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in
+                   os.walk(os.path.join(work_dir, "mlp")) for f in fs) / 2**20
+    report = "\n\n".join(tables) + (
+        f"\n\nbatch size {args.batch_size}; steady rates (runs on n and n/10 elements, "
+        f"fixed costs cancel); MLP SavedModel {model_mb:.1f} MB on disk; "
+        f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
+    print(report)
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
