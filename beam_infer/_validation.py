@@ -155,7 +155,9 @@ class Validator:
             if len(inputs) > 1 or isinstance(element, Mapping):
                 _tensors._check_keys(element, signature)
         except InputError as e:
-            return Failure("validate", "InputError", str(e))
+            # Not a dict at all is the wrong type; a dict with the wrong keys, wrong input.
+            return Failure("validate" if isinstance(element, Mapping) else "decode",
+                           "InputError", str(e))
         for info in inputs:
             value = element[info.alias] if isinstance(element, Mapping) else element
             try:
