@@ -138,3 +138,22 @@ def test_a_model_path_that_disappears_gives_a_load_error_naming_it(zoo, tmp_path
 
     with pytest.raises(bi.ModelLoadError, match=f"model path '{path}' no longer exists"):
         run_collect(build, str(tmp_path / "out"))
+
+
+def test_a_timed_out_call_is_retried_in_a_pipeline_and_counted(fault_zoo, tmp_path):
+    retry = bi.RetryConfig(max_attempts=2, initial_backoff_secs=0.01, call_timeout_secs=1.0)
+    spec = bi.ModelSpec(model_path=fault_zoo.slow)
+
+    def build(p):
+        logs, failed = (p | beam.Create(model_zoo.make_examples([1.0, 2.0]))
+                        | bi.RunInference(spec, retry=retry).with_dead_letters())
+        return {"logs": logs, "failed": failed}
+
+    outputs, result = run_collect(build, str(tmp_path))
+    assert sorted(log.predict_log.response.outputs["output_0"].float_val[0]
+                  for log in outputs["logs"]) == [5.0, 10.0]
+    assert outputs["failed"] == []
+    counters = {m.key.metric.name: m.committed for m in result.metrics().query(
+        MetricsFilter().with_namespace("beam_infer"))["counters"]}
+    assert counters["inference_retries"] == 1
+    assert "isolation_model_calls" not in counters  # a transient failure is not bisected
