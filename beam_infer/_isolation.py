@@ -36,7 +36,6 @@ from beam_infer._dead_letters import (
     count_failure,
     not_a_pair,
     raise_for,
-    split_key,
 )
 from beam_infer._encoding import ExampleLike
 from beam_infer._handler import ModelResults, SavedModelHandler
@@ -182,7 +181,8 @@ class IsolatingHandler(base.ModelHandler):
 
     def get_num_bytes(self, batch: Sequence[Any]) -> int:
         # Values only (keys are not model input), as tfx-bsl counts them.
-        values = [split_key(e, self._keyed)[2] for e in batch]
+        values = batch if self._keyed is False else [
+            e[1] if isinstance(e, tuple) and len(e) == 2 else e for e in batch]
         try:
             return self._inner.get_num_bytes(values)
         except Exception:  # noqa: BLE001 - a metric: count what can be counted
@@ -226,38 +226,57 @@ class _Run:
         self._handler = handler
         self._batch = batch
         self._model = model
-        self._parts = [split_key(e, handler.keyed) for e in batch]
-        self._encoded: dict[int, Any] = {}
+        keyed = handler.keyed
+        # Per element: has_key[i] (a (key, value) pair when keyed is not False), its key
+        # and the value fed to the model.
+        if keyed is False:
+            self._has_key = None
+            self._keys = [None] * len(batch)
+            self._values = list(batch)
+        else:
+            self._has_key = [isinstance(e, tuple) and len(e) == 2 for e in batch]
+            self._keys = [e[0] if k else None for e, k in zip(batch, self._has_key, strict=True)]
+            self._values = [e[1] if k else e for e, k in zip(batch, self._has_key, strict=True)]
+        self._encoded: list[Any] = [None] * len(batch)
         self.results: list[Any] = [None] * len(batch)
 
     def score(self) -> None:
         indices = self._encode()
         if not indices:
             return
-        outcome = self._handler.call_with_retries([self._encoded[i] for i in indices],
-                                                  self._model)
+        outcome = self._handler.call_with_retries(self._encoded_of(indices), self._model)
         if isinstance(outcome, _Failed):
             self._isolate(indices, outcome)
         else:
             self._emit(indices, outcome)
 
+    def _encoded_of(self, indices: list[int]) -> list[Any]:
+        if len(indices) == len(self._encoded):
+            return self._encoded
+        return [self._encoded[i] for i in indices]
+
     def _encode(self) -> list[int]:
         inner = self._handler.inner
-        pairs = [i for i, (is_pair, _, _) in enumerate(self._parts) if is_pair]
-        for i, (is_pair, _, _) in enumerate(self._parts):
-            if not is_pair:
-                self._fail_with(i, not_a_pair(self._batch[i]))
+        usable = list(range(len(self._batch)))
+        if self._handler.keyed is True and not all(self._has_key):
+            for i in usable:
+                if not self._has_key[i]:
+                    self._fail_with(i, not_a_pair(self._batch[i]))
+            usable = [i for i in usable if self._has_key[i]]
+        values = self._values if len(usable) == len(self._values) \
+            else [self._values[i] for i in usable]
         try:
-            encoded = inner.encode([self._parts[i][2] for i in pairs])
+            encoded = inner.encode(values)
         except Exception:  # noqa: BLE001 - find the element(s) one at a time below
             encoded = None
         if encoded is not None:
-            self._encoded.update(zip(pairs, encoded, strict=True))
-            return pairs
+            for i, item in zip(usable, encoded, strict=True):
+                self._encoded[i] = item
+            return usable
         good = []
-        for i in pairs:
+        for i in usable:
             try:
-                (self._encoded[i],) = inner.encode([self._parts[i][2]])
+                (self._encoded[i],) = inner.encode([self._values[i]])
                 good.append(i)
             except Exception as e:  # noqa: BLE001 - reported as this element's failure
                 self._fail(i, Stage.DECODE, e)
@@ -278,8 +297,7 @@ class _Run:
                 half = len(current) // 2
                 left, right = current[:half], current[half:]
                 calls.inc()
-                outcome = self._handler.call_with_retries(
-                    [self._encoded[i] for i in left], self._model)
+                outcome = self._handler.call_with_retries(self._encoded_of(left), self._model)
                 if isinstance(outcome, _Failed) and not outcome.transient:
                     pool.extend(right)
                     current, error = left, outcome
@@ -293,7 +311,7 @@ class _Run:
                 current, error = right, None
             if error is None:
                 calls.inc()
-                outcome = self._handler.call_with_retries([self._encoded[current[0]]],
+                outcome = self._handler.call_with_retries(self._encoded_of(current),
                                                           self._model)
                 if isinstance(outcome, _Failed):
                     error = outcome
@@ -306,8 +324,7 @@ class _Run:
                     self._fail(current[0], Stage.INFERENCE, error.error, error.attempts)
             if pool:
                 calls.inc()
-                outcome = self._handler.call_with_retries([self._encoded[i] for i in pool],
-                                                          self._model)
+                outcome = self._handler.call_with_retries(self._encoded_of(pool), self._model)
                 if isinstance(outcome, _Failed):
                     work.append((pool, outcome))
                 else:
@@ -315,8 +332,9 @@ class _Run:
 
     def _emit(self, indices: list[int], results: ModelResults) -> None:
         inner = self._handler.inner
-        encoded = [self._encoded[i] for i in indices]
-        values = [self._parts[i][2] for i in indices]
+        encoded = self._encoded_of(indices)
+        values = self._values if len(indices) == len(self._values) \
+            else [self._values[i] for i in indices]
         try:
             logs = inner.build_outputs(values, encoded, results)
         except Exception as batch_error:  # noqa: BLE001 - retried per element below
@@ -328,28 +346,26 @@ class _Run:
             logs = []
             for position, i in enumerate(indices):
                 try:
-                    (log,) = inner.build_outputs([self._parts[i][2]], [self._encoded[i]],
+                    (log,) = inner.build_outputs([self._values[i]], [self._encoded[i]],
                                                  rows(position))
                 except Exception as e:  # noqa: BLE001 - reported as this element's failure
                     self._fail(i, Stage.POSTPROCESS, e)
                     log = None
                 logs.append(log)
+        has_key, keys, out = self._has_key, self._keys, self.results
         for i, log in zip(indices, logs, strict=True):
-            if log is None:
-                continue
-            is_keyed_pair = self._handler.keyed is not False and isinstance(
-                self._batch[i], tuple) and len(self._batch[i]) == 2
-            self.results[i] = (self._parts[i][1], log) if is_keyed_pair else log
+            if log is not None:
+                out[i] = (keys[i], log) if has_key is not None and has_key[i] else log
 
     def _fail(self, i: int, stage: Stage, error: BaseException, attempts: int = 1,
               batch_size: int = 1) -> None:
-        explained = self._handler.explain(self._parts[i][2])
+        explained = self._handler.explain(self._values[i])
         if explained is not None:
             stage, error_type, message = explained
         else:
             error_type = type(error).__name__
             message = _reason(error, stage, self._handler.inner, attempts, batch_size)
-        self._fail_with(i, DeadLetter(element=self._batch[i], key=self._parts[i][1],
+        self._fail_with(i, DeadLetter(element=self._batch[i], key=self._keys[i],
                                       stage=stage, error_type=error_type, message=message))
 
     def _fail_with(self, i: int, letter: DeadLetter) -> None:
