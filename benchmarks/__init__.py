@@ -1,0 +1,1 @@
+"""Benchmarks that print measured figures; run them as modules (python -m benchmarks.<name>)."""

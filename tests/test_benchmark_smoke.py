@@ -17,7 +17,8 @@ def _rows(report: str, title: str) -> dict[str, list[str]]:
     rows = {}
     for line in section.splitlines()[3:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        rows[re.sub(r" \(\d.*x one worker\)$", "", cells[0])] = cells[1:]
+        name = re.sub(r" \(\d.*x one worker\)$", "", cells[0])
+        rows[re.sub(r", overlap \d+%$", "", name)] = cells[1:]
     return rows
 
 

@@ -246,3 +246,12 @@ def test_pipeline_keyed_and_unkeyed_logs_and_results(zoo, tmp_path):
                   for r in outputs["results"]) == [(i, 5.0 * i) for i in range(5)]
     assert {k: r.inference["output_0"].item() for k, r in outputs["keyed_results"]} == \
         {f"k{i}": 5.0 * i for i in range(5)}
+
+
+def test_tf1_signature_mixing_examples_and_numbers_takes_dicts(zoo):
+    handler = _handler(zoo.tf1, "two_inputs")
+    assert handler.plan.feed is bi.Feed.TENSORS
+    example = model_zoo.make_examples([2.0])[0].SerializeToString()
+    (log,) = _run(handler, [{"examples": example, "extra": [0.5]}])
+    assert _output(log, "outputs").tolist() == [[10.5]]
+    assert _request(log, "examples").tolist() == [example]
