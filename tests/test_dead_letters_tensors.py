@@ -96,7 +96,10 @@ def test_variable_lengths_without_padding_are_scored_in_compatible_groups(zoo):
     assert totals == [3, 12, 13]
 
 
-def test_tensor_dead_letters_in_a_pipeline_lose_nothing(zoo, tmp_path):
+@pytest.mark.parametrize("options", [[], ["--direct_num_workers=2",
+                                           "--direct_running_mode=multi_processing"]],
+                         ids=["in_process", "multi_process"])
+def test_tensor_dead_letters_in_a_pipeline_lose_nothing(zoo, tmp_path, options):
     good = [(f"good{i}", _good(i)) for i in range(20)]
     mixed = good[:5] + [(name, element) for name, (element, _, _) in BAD.items()] + good[5:]
     spec = bi.ModelSpec(model_path=zoo.tensors, batching=bi.BatchConfig(max_batch_size=8))
@@ -109,7 +112,7 @@ def test_tensor_dead_letters_in_a_pipeline_lose_nothing(zoo, tmp_path):
                  | "ScoreClean" >> bi.RunInference(spec, output=bi.Output.RESULT))
         return {"results": results, "failed": failed, "clean": clean}
 
-    outputs, _ = run_collect(build, str(tmp_path))
+    outputs, _ = run_collect(build, str(tmp_path), options)
     assert len(mixed) == len(outputs["results"]) + len(outputs["failed"])
     assert {d.key: (d.stage.value, d.error_type) for d in outputs["failed"]} == {
         name: (stage, error_type) for name, (_, stage, error_type) in BAD.items()}
