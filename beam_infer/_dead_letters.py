@@ -22,7 +22,11 @@ DEAD_LETTERS_TAG = "dead_letters"
 
 
 class Stage(enum.Enum):
-    """Where an element failed."""
+    """Where an element failed.
+
+    Example:
+        >>> validate_failures = failed | beam.Filter(lambda d: d.stage is bi.Stage.VALIDATE)
+    """
 
     DECODE = "decode"  # not an element the signature can be fed (type, None, bad bytes)
     VALIDATE = "validate"  # fed the wrong features: missing, wrong kind or length
@@ -66,7 +70,12 @@ def _one_line(element: Any, limit: int = 60) -> str:
 
 
 class InferenceResults(NamedTuple):
-    """What ``RunInference(...).with_dead_letters()`` returns: two PCollections."""
+    """What ``RunInference(...).with_dead_letters()`` returns: two PCollections.
+
+    Example:
+        >>> results = examples | bi.RunInference(spec).with_dead_letters()
+        >>> results.predictions, results.failed  # or: predictions, failed = results
+    """
 
     predictions: beam.PCollection
     failed: beam.PCollection
