@@ -25,7 +25,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 
 from beam_infer import _tensors
 from beam_infer._encoding import _preview, _wrong_type_message
-from beam_infer._errors import InputError
+from beam_infer._errors import ConfigurationError, InputError
 from beam_infer._signatures import (
     Feed,
     Operation,
@@ -106,8 +106,14 @@ class Validator:
         if plan.feed is Feed.TENSORS:
             return cls(signature_name=first.name, accepts_sequence_examples=False,
                        predicts=True, tensor_signature=first, feeds_tensors=True)
-        meta_graph = select_meta_graph(read_saved_model(model_path), tuple(tags), model_path)
-        proto, features = _rules(meta_graph, plan)
+        try:
+            meta_graph = select_meta_graph(read_saved_model(model_path), tuple(tags),
+                                           model_path)
+        except (ConfigurationError, OSError):
+            # The rules only sharpen messages and catch bad input early; a path that is
+            # resolved later (e.g. a base path of versions) still gets the type checks.
+            meta_graph = None
+        proto, features = _rules(meta_graph, plan) if meta_graph is not None else (None, ())
         return cls(signature_name=first.name,
                    accepts_sequence_examples=predicts and proto != "Example", proto=proto,
                    features=features, predicts=predicts,

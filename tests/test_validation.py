@@ -145,3 +145,11 @@ def test_no_rules_when_the_graph_transforms_the_input_before_parsing(tmp_path):
     assert (validator.proto, validator.features) == (None, ())
     assert validator.check(b"\xff\xff") is None  # not certain: the model decodes it first
     assert validator.check(None).stage == "decode"
+
+
+def test_a_graph_that_cannot_be_read_leaves_only_the_type_checks(zoo, tmp_path):
+    plan = bi.SavedModelHandler(bi.ModelSpec(model_path=zoo.five)).plan
+    validator = Validator.for_plan(str(tmp_path / "elsewhere"), ("serve",), plan)
+    assert (validator.proto, validator.features) == (None, ())
+    assert validator.check(b"\xff\xff") is None
+    assert validator.check(None).stage == "decode"
