@@ -11,10 +11,12 @@ Example:
 
 from __future__ import annotations
 
-from beam_infer._config import BatchConfig, ModelSpec, Output
+from beam_infer._config import BatchConfig, ModelSpec, Output, RetryConfig
+from beam_infer._dead_letters import DeadLetter, InferenceResults, Stage
 from beam_infer._errors import (
     BeamInferError,
     ConfigurationError,
+    InferenceError,
     InputError,
     ModelLoadError,
     ModelPathError,
@@ -24,7 +26,7 @@ from beam_infer._errors import (
 from beam_infer._handler import METRICS_NAMESPACE, SavedModelHandler
 from beam_infer._rows import PredictionLogToRows, prediction_log_to_row
 from beam_infer._signatures import Feed, Operation
-from beam_infer._transform import RunInference
+from beam_infer._transform import RunInference, RunInferenceWithDeadLetters
 from beam_infer._versions import VersionPolicy
 from beam_infer._warmup import write_warmup_requests
 
@@ -33,7 +35,10 @@ __all__ = [
     "BatchConfig",
     "BeamInferError",
     "ConfigurationError",
+    "DeadLetter",
     "Feed",
+    "InferenceError",
+    "InferenceResults",
     "InputError",
     "ModelLoadError",
     "ModelPathError",
@@ -41,9 +46,12 @@ __all__ = [
     "Operation",
     "Output",
     "PredictionLogToRows",
+    "RetryConfig",
     "RunInference",
+    "RunInferenceWithDeadLetters",
     "SavedModelHandler",
     "SignatureError",
+    "Stage",
     "TagsError",
     "VersionPolicy",
     "prediction_log_to_row",

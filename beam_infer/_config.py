@@ -239,3 +239,66 @@ def as_model_spec(spec: ModelSpec | model_spec_pb2.InferenceSpecType) -> ModelSp
 def _int_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     ints = {"min_batch_size", "max_batch_size"}
     return {name: int(v) if name in ints else float(v) for name, v in fields.items()}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RetryConfig:
+    """How a model call that fails transiently is retried before its elements fail.
+
+    Transient failures are TensorFlow's ``ResourceExhaustedError``, ``UnavailableError``,
+    ``DeadlineExceededError`` and ``AbortedError``, and a call that runs longer than
+    ``call_timeout_secs``. They are retried up to ``max_attempts`` calls in all, waiting
+    ``initial_backoff_secs`` and then ``backoff_multiplier`` times longer each time (at
+    most ``max_backoff_secs``). Other failures (e.g. ``InvalidArgumentError`` from a
+    malformed example) are deterministic and never retried.
+
+    Attributes:
+        max_attempts: Calls in all, the first included; 1 turns retries off.
+        initial_backoff_secs: Wait before the first retry.
+        backoff_multiplier: Factor applied to the wait after each retry.
+        max_backoff_secs: Upper bound of one wait.
+        call_timeout_secs: A model call still running after this long counts as a
+            transient failure and is retried. TensorFlow cannot cancel a running call,
+            so the abandoned call finishes in the background. None: no timeout.
+
+    Example:
+        >>> RetryConfig(max_attempts=5, initial_backoff_secs=1.0, call_timeout_secs=60.0)
+    """
+
+    max_attempts: int = 3
+    initial_backoff_secs: float = 0.5
+    backoff_multiplier: float = 2.0
+    max_backoff_secs: float = 30.0
+    call_timeout_secs: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) \
+                or self.max_attempts < 1:
+            raise ConfigurationError(
+                f"RetryConfig.max_attempts must be a positive integer; got "
+                f"{self.max_attempts!r}. Use max_attempts=1 to turn retries off."
+            )
+        for name in ("initial_backoff_secs", "max_backoff_secs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigurationError(
+                    f"RetryConfig.{name} must be a number of seconds >= 0; got {value!r}."
+                )
+        if isinstance(self.backoff_multiplier, bool) \
+                or not isinstance(self.backoff_multiplier, int | float) \
+                or self.backoff_multiplier < 1:
+            raise ConfigurationError(
+                f"RetryConfig.backoff_multiplier must be >= 1; got {self.backoff_multiplier!r}."
+            )
+        timeout = self.call_timeout_secs
+        if timeout is not None and (isinstance(timeout, bool)
+                                    or not isinstance(timeout, int | float) or timeout <= 0):
+            raise ConfigurationError(
+                f"RetryConfig.call_timeout_secs must be a positive number of seconds or None; "
+                f"got {timeout!r}."
+            )
+
+    def backoff_secs(self, retry: int) -> float:
+        """The wait before retry number ``retry`` (1 for the first retry)."""
+        return min(self.max_backoff_secs,
+                   self.initial_backoff_secs * self.backoff_multiplier ** (retry - 1))

@@ -9,7 +9,10 @@ received and how to fix it::
     │   ├── TagsError                           no MetaGraph with the requested tags
     │   └── SignatureError                      unknown or unusable signature
     ├── ModelLoadError (also RuntimeError)      a worker could not load the model
-    └── InputError (also ValueError)            an element the signature cannot take
+    ├── InputError (also ValueError)            an element the signature cannot take
+    └── InferenceError (also RuntimeError)      an element failed and no dead-letter
+                                                output was asked for; names its key,
+                                                stage and reason
 """
 
 from __future__ import annotations
@@ -41,3 +44,12 @@ class ModelLoadError(BeamInferError, RuntimeError):
 
 class InputError(BeamInferError, ValueError):
     """An element cannot be fed to the model's signature."""
+
+
+class InferenceError(BeamInferError, RuntimeError):
+    """An element could not be scored and the transform has no dead-letter output.
+
+    The message names the element's key (when it has one), the stage that failed and
+    why. Ask for ``RunInference(spec).with_dead_letters()`` to route such elements to a
+    second output instead of stopping the pipeline.
+    """

@@ -7,23 +7,42 @@ pipeline. Keys, dead letters and post-processing are wrappers around it, not fla
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference import base
 from tfx_bsl.public.proto import model_spec_pb2
 
-from beam_infer import _devices, _encoding, _prediction_log, _scoring, _tensors, _versions
+from beam_infer import _devices, _encoding, _prediction_log, _tensors, _versions
 from beam_infer._config import ModelSpec, Output, as_model_spec
 from beam_infer._errors import ConfigurationError
 from beam_infer._serving import LoadEvent, ServingModel
-from beam_infer._signatures import SignaturePlan, plan_signatures
+from beam_infer._signatures import Feed, Operation, Signature, SignaturePlan, plan_signatures
 
 METRICS_NAMESPACE = "beam_infer"
 
 PredictionLog = _prediction_log.PredictionLog
 PredictionResult = base.PredictionResult
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelResults:
+    """What ``call_model`` returns.
+
+    Attributes:
+        outputs: Each called signature with its outputs (numpy, the batch first).
+        rows: For tensor inputs, each input's per-element arrays before padding (what
+            predict logs echo); None for serialized examples.
+        version: The model version that answered (``version`` None for a plain
+            SavedModel directory, whose logs carry no model name or version).
+    """
+
+    outputs: list[tuple[Signature, dict[str, np.ndarray]]]
+    rows: dict[str, Sequence[np.ndarray]] | None = None
+    version: _versions.ModelVersion | None = None
 
 
 class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult, ServingModel]):
@@ -112,17 +131,99 @@ class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult,
     ) -> Iterable[PredictionLog | PredictionResult]:
         if not batch:
             return []
-        feed = _scoring.prepare(self._plan, batch, pad=self._spec.pad_variable_length_inputs)
-        lean = self._output is Output.RESULT
-        answers, _, events = model.infer(feed, lean=lean)
+        encoded = self.encode(batch)
+        return self.build_outputs(batch, encoded, self.call_model(encoded, model))
+
+    # The three stages of run_inference, separate so that a wrapper (see _isolation) can
+    # tell which one failed and retry or isolate just that one.
+
+    def encode(self, batch: Sequence[Any]) -> list[Any]:
+        """Serialized examples; for tensor inputs the elements, stacked by ``call_model``.
+
+        Raises:
+            InputError: an element is of a type the signature cannot take.
+        """
+        if self._feeds_tensors(batch):
+            return list(batch)
+        return _encoding.serialize_examples(
+            batch,
+            signature_name=self._plan.signatures[0].name,
+            accepts_sequence_examples=self._plan.operation is Operation.PREDICT,
+        )
+
+    def call_model(self, encoded: Sequence[Any], model: ServingModel) -> ModelResults:
+        """Calls the signature(s) on ``encode``'s output; outputs keep the batch first.
+
+        The served version answers (it may change between calls when versions are
+        followed); loads it reported since the previous call become metrics here.
+        """
+        plan = self._plan
+        first = plan.signatures[0]
+        rows = None
+        if self._feeds_tensors(encoded):
+            tensors = _tensors.batch_tensors(
+                encoded, first, pad=self._spec.pad_variable_length_inputs)
+            signatures, calls, rows = [first], [(first.name, tensors.feeds)], tensors.rows
+        else:
+            # One object array: TF converts it to a string tensor without a Python loop.
+            feed = np.array(encoded, dtype=object)
+            signatures = list(plan.signatures) \
+                if plan.operation is Operation.MULTI_INFERENCE else [first]
+            calls = [(s.name, {s.inputs[0].alias: feed}) for s in signatures]
+        outputs, version, events = model.call(calls)
         for event in events:
             _report_load(event)
+        return ModelResults(list(zip(signatures, outputs, strict=True)), rows=rows,
+                            version=version)
+
+    def build_outputs(self, batch: Sequence[Any], encoded: Sequence[Any],
+                      results: ModelResults) -> list[PredictionLog] | list[PredictionResult]:
+        """One PredictionLog (or lean PredictionResult) per element of ``batch``.
+
+        Logs of a versioned model record its name and version in ``model_spec``.
+        """
+        outputs = self._build_outputs(batch, encoded, results)
+        version = results.version
+        if self._output is Output.PREDICTION_LOG and version is not None \
+                and version.version is not None:
+            _prediction_log.stamp_model_spec(outputs, version.name, version.version,
+                                             self._plan.signatures[0].name)
+        return outputs
+
+    def _build_outputs(self, batch: Sequence[Any], encoded: Sequence[Any],
+                       results: ModelResults) -> list[PredictionLog] | list[PredictionResult]:
+        plan = self._plan
+        signature, outputs = results.outputs[0]
+        lean = self._output is Output.RESULT
+        if plan.operation is Operation.MULTI_INFERENCE:
+            if lean:
+                return _results(batch, {f"{s.name}/{alias}": value
+                                        for s, values in results.outputs
+                                        for alias, value in values.items()}, signature.name)
+            return _prediction_log.multi_inference_logs(encoded, results.outputs)
         if lean:
-            return _scoring.results(batch, answers, self._plan.signatures[0].name)
-        return answers
+            return _results(batch, outputs, signature.name)
+        if results.rows is not None:
+            return _prediction_log.tensor_predict_logs(
+                results.rows, outputs, len(batch), signature_name=signature.name)
+        if plan.operation is Operation.PREDICT:
+            return _prediction_log.predict_logs(
+                encoded, outputs, input_alias=plan.input_alias, signature_name=signature.name)
+        if plan.operation is Operation.CLASSIFY:
+            return _prediction_log.classify_logs(encoded, outputs,
+                                                 signature_name=signature.name)
+        return _prediction_log.regress_logs(encoded, outputs, signature_name=signature.name)
+
+    def _feeds_tensors(self, batch: Sequence[Any]) -> bool:
+        if self._plan.feed is Feed.TENSORS:
+            return True
+        # A one-string-input predict signature takes raw strings too; examples stay the
+        # default for Example protos and bytes.
+        return bool(batch) and self._plan.operation is Operation.PREDICT and \
+            _tensors.is_tensor_element(batch[0])
 
     def get_num_bytes(self, batch: Sequence[Any]) -> int:
-        if _scoring.feeds_tensors(self._plan, batch):
+        if self._feeds_tensors(batch):
             return _tensors.num_bytes(batch)
         return _encoding.num_bytes(batch)
 
@@ -142,6 +243,20 @@ class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult,
     def __repr__(self) -> str:
         names = ",".join(s.name for s in self._plan.signatures)
         return f"SavedModelHandler({self._spec.model_path}, {self._plan.operation.value}:{names})"
+
+
+def _results(batch: Sequence[Any], outputs: Mapping[str, np.ndarray], signature_name: str
+             ) -> list[PredictionResult]:
+    """One ``PredictionResult(element, {alias: row})`` per element; rows are numpy views."""
+    _prediction_log.check_batch_outputs(outputs, len(batch), signature_name)
+    aliases = list(outputs)
+    if len(aliases) == 1:
+        (alias,) = aliases
+        return [PredictionResult(e, {alias: row}) for e, row in zip(batch, outputs[alias],
+                                                                      strict=True)]
+    columns = [outputs[a] for a in aliases]
+    return [PredictionResult(e, dict(zip(aliases, rows, strict=True)))
+            for e, *rows in zip(batch, *columns, strict=True)]
 
 
 def _resolve(spec: ModelSpec) -> _versions.ModelVersion:

@@ -100,6 +100,12 @@ class LoadedModel:
         self.model_path = model_path
         self.device = device
         local = local_copy(model_path)
+        if not os.path.isdir(local):
+            raise ModelLoadError(
+                f"model path {model_path!r} no longer exists on this worker; it held a "
+                "SavedModel when the pipeline was built. Restore it, or point "
+                "ModelSpec(model_path=...) at a path that stays in place while the job runs."
+            )
         try:
             self._load(local, tags, signature_names)
         except ModelLoadError:

@@ -29,14 +29,15 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from tensorflow_serving.apis import prediction_log_pb2
 
-from beam_infer import _prediction_log, _scoring, _versions
+from beam_infer import _versions
 from beam_infer._config import ModelSpec
-from beam_infer._errors import BeamInferError, ModelLoadError
+from beam_infer._errors import BeamInferError, ModelLoadError, ModelPathError
 from beam_infer._loading import LoadedModel
 from beam_infer._signatures import SignaturePlan, plan_signatures
 
@@ -133,7 +134,14 @@ class ServingModel:
     def _load(self, version: _versions.ModelVersion, *, swap: bool = False) -> _Servable:
         start = time.monotonic()
         spec = self._spec.replace(model_path=version.path)
-        plan = plan_signatures(spec)
+        try:
+            plan = plan_signatures(spec)
+        except ModelPathError as e:
+            raise ModelLoadError(
+                f"model path {version.path!r} no longer exists on this worker; it held a "
+                "SavedModel when the pipeline was built. Restore it, or point "
+                "ModelSpec(model_path=...) at a path that stays in place while the job runs."
+            ) from e
         model = LoadedModel(version.path, spec.effective_tags, [s.name for s in plan.signatures],
                             device=self._device)
         event = LoadEvent(
@@ -192,14 +200,13 @@ class ServingModel:
         finally:
             self._refresh_lock.release()
 
-    def infer(self, feed: _scoring.ExamplesFeed | _scoring.TensorsFeed, *, lean: bool
-              ) -> tuple[list[PredictionLog] | dict[str, np.ndarray], int | None,
-                         list[LoadEvent]]:
-        """Scores one batch with one version.
+    def call(self, calls: Sequence[tuple[str, Mapping[str, Any]]]
+             ) -> tuple[list[dict[str, np.ndarray]], _versions.ModelVersion, list[LoadEvent]]:
+        """Runs ``(signature name, feeds)`` calls on one batch with one version.
 
         Returns:
-            The logs (or, ``lean``, the raw outputs by alias), the version that scored
-            them (None for a plain directory) and the loads since the previous call.
+            Each call's outputs (numpy, the batch first), the version that answered and
+            the loads since the previous call.
         """
         if self._live and time.monotonic() >= self._next_poll:
             # Look and load in the background: this batch and the ones after it are
@@ -208,14 +215,14 @@ class ServingModel:
             threading.Thread(target=self._refresh_logged, name="beam_infer-refresh",
                              daemon=True).start()
         servable = self._current
-        answers = _scoring.score(servable.model, servable.plan, feed, lean=lean)
-        version = servable.version
-        if not lean and version.version is not None:
-            _prediction_log.stamp_model_spec(answers, version.name, version.version,
-                                             servable.plan.signatures[0].name)
+        outputs = [servable.model.run(name, feeds) for name, feeds in calls]
         with self._events_lock:
             events, self._events = self._events, []
-        return answers, version.version, events
+        return outputs, servable.version, events
+
+    def current_model(self) -> LoadedModel:
+        """The loaded version serving now (in this process; not through a proxy)."""
+        return self._current.model
 
     def version(self) -> int | None:
         """The version serving now (None for a plain SavedModel directory)."""

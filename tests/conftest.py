@@ -51,6 +51,23 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class FaultZoo:
+    """Models that fail on purpose, for dead-letter, isolation and retry tests."""
+
+    poison: str  # y = 5x; a batch holding x >= 1000 fails with InvalidArgumentError
+    slow: str  # y = 5x; the first call of each load sleeps 3 s
+
+
+@pytest.fixture(scope="session")
+def fault_zoo(tmp_path_factory: pytest.TempPathFactory) -> FaultZoo:
+    root = tmp_path_factory.mktemp("fault_zoo")
+    return FaultZoo(
+        poison=model_zoo.poison_examples(root / "poison"),
+        slow=model_zoo.flaky_examples(root / "slow", failure="slow"),
+    )
+
+
 @pytest.fixture
 def work_dir(tmp_path: pathlib.Path) -> pathlib.Path:
     return tmp_path

@@ -465,3 +465,90 @@ def versioned(
     for version in versions:
         builder(os.path.join(base_path, str(int(version))), factor=factor * version, **kwargs)
     return base_path
+
+
+#: Values of ``x`` that :func:`poison_examples` refuses (InvalidArgumentError).
+POISON_FROM = 1000.0
+
+
+def poison_examples(path: PathLike, *, factor: float = 5.0) -> str:
+    """Like :func:`tf_module_examples`' ``serving_default``, but fails on large inputs.
+
+    A batch holding any example with ``x >= POISON_FROM`` fails as a whole with
+    ``InvalidArgumentError: x must be below 1000``: a valid example the model cannot
+    score, which only isolation can find. The module also counts its calls in the
+    variable ``calls``.
+
+    Args:
+        path: Directory to write the SavedModel to.
+        factor: The weight value.
+
+    Returns:
+        ``path`` as a string.
+    """
+    path = os.fspath(path)
+    module = tf.Module()
+    module.w = tf.Variable(factor, dtype=tf.float32, name="w")
+    module.calls = tf.Variable(0, dtype=tf.int64, name="calls")
+
+    @tf.function(input_signature=[_EXAMPLES_SPEC])
+    def serving_default(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        module.calls.assign_add(1)
+        x = tf.io.parse_example(examples, _FEATURE_SPEC)["x"]
+        check = tf.debugging.assert_less(x, POISON_FROM, message="x must be below 1000")
+        with tf.control_dependencies([check]):
+            return {"output_0": module.w * x}
+
+    tf.saved_model.save(module, path, signatures={"serving_default": serving_default})
+    return path
+
+
+def flaky_examples(path: PathLike, *, failure: str, fail_calls: int = 1,
+                   factor: float = 5.0) -> str:
+    """A ``y = factor * x`` Example model whose first ``fail_calls`` calls fail transiently.
+
+    The count lives in a ``tf.Variable`` of the loaded model, so every load starts again.
+
+    * ``failure="oom"``: the call allocates a 4 TiB tensor, and TensorFlow raises
+      ``ResourceExhaustedError`` (after its allocator waits about 10 s for memory).
+    * ``failure="slow"``: the call sleeps 3 s in the graph (a ``tf.data`` sleep), for
+      timeout tests.
+
+    Args:
+        path: Directory to write the SavedModel to.
+        failure: ``"oom"`` or ``"slow"``.
+        fail_calls: How many calls, from the first, fail.
+        factor: The weight value.
+
+    Returns:
+        ``path`` as a string.
+    """
+    from tensorflow.python.data.experimental.ops import testing as data_testing
+
+    if failure not in ("oom", "slow"):
+        raise ValueError(f"failure must be 'oom' or 'slow'; got {failure!r}")
+    path = os.fspath(path)
+    module = tf.Module()
+    module.w = tf.Variable(factor, dtype=tf.float32, name="w")
+    module.calls = tf.Variable(0, dtype=tf.int64, name="calls")
+
+    def oom(n: tf.Tensor) -> tf.Tensor:
+        # The size depends on the call count, so it cannot be folded when the graph is built.
+        return tf.reduce_sum(tf.random.uniform(tf.stack([n * (2 ** 40)]))) * 0.0
+
+    def slow(n: tf.Tensor) -> tf.Tensor:
+        sleep = data_testing.sleep(tf.constant(3_000_000, tf.int64))
+        slept = tf.data.Dataset.range(1).apply(sleep).reduce(tf.constant(0, tf.int64),
+                                                             lambda a, b: a + b)
+        return tf.cast(slept, tf.float32) * 0.0
+
+    @tf.function(input_signature=[_EXAMPLES_SPEC])
+    def serving_default(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        n = module.calls.assign_add(1)
+        x = tf.io.parse_example(examples, _FEATURE_SPEC)["x"]
+        fail = oom if failure == "oom" else slow
+        extra = tf.cond(n <= fail_calls, lambda: fail(n), lambda: tf.constant(0.0))
+        return {"output_0": module.w * x + extra}
+
+    tf.saved_model.save(module, path, signatures={"serving_default": serving_default})
+    return path

@@ -6,10 +6,10 @@ import os
 import shutil
 import time
 
+import numpy as np
 import pytest
 
 import beam_infer as bi
-from beam_infer import _scoring
 from tests import model_zoo
 from tests.publishing import publish
 from tests.remote_fs import remote
@@ -19,11 +19,10 @@ MANUAL = 600.0  # tests that call refresh() themselves keep batches from startin
 
 
 def _answer(model, value: float = 1.0):
-    feed = _scoring.ExamplesFeed([model_zoo.make_examples([value])[0].SerializeToString()])
-    logs, version, events = model.infer(feed, lean=False)
-    response = logs[0].predict_log.response
-    assert response.model_spec.version.value == version
-    return (response.model_spec.version.value, response.outputs["output_0"].float_val[0],
+    serialized = np.array([model_zoo.make_examples([value])[0].SerializeToString()],
+                          dtype=object)
+    (outputs,), version, events = model.call([("serving_default", {"examples": serialized})])
+    return (version.version, float(outputs["output_0"][0, 0]),
             [(e.version, e.ok, e.swap, e.warmup_records) for e in events])
 
 

@@ -1,0 +1,110 @@
+"""Scoring a TFRecord file with corrupt records: predictions and dead letters, nothing lost.
+
+Reads the records as raw bytes (so a corrupt one is not a read error), scores them with
+``RunInference(spec).with_dead_letters()``, writes the answers like ``pipelines.basic``
+does and every record that could not be scored as one JSON line saying where and why.
+With no flags it builds the ``y = 5x`` model and an input holding good and bad records
+under ``--work_dir``::
+
+    python -m pipelines.dead_letters
+    python -m pipelines.dead_letters --model_path=gs://b/model --input=gs://b/in*.tfrecord \\
+        --runner=DataflowRunner --project=P --region=R --temp_location=gs://b/tmp
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import os
+from collections.abc import Sequence
+
+import apache_beam as beam
+import tensorflow as tf
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+
+import beam_infer as bi
+from pipelines import models
+from pipelines.basic import PredictionProcessor
+
+GOOD_VALUES = (105.0, 108.0, 1000.0, 1013.0)
+
+
+def bad_records() -> list[bytes]:
+    """Records a real export can hold: garbage, a truncated proto, the wrong features."""
+    wrong_kind = tf.train.Example(features=tf.train.Features(feature={
+        models.FEATURE: tf.train.Feature(int64_list=tf.train.Int64List(value=[7]))}))
+    no_x = tf.train.Example(features=tf.train.Features(feature={
+        "y": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0]))}))
+    return [b"\x00not a proto\xff", models.make_example(3.0).SerializeToString()[:-3],
+            wrong_kind.SerializeToString(), no_x.SerializeToString()]
+
+
+def dead_letter_json(letter: bi.DeadLetter) -> str:
+    """One JSON line per dead letter; the record is base64 so any bytes survive."""
+    element = letter.element
+    record = base64.b64encode(element).decode() if isinstance(element, bytes) else repr(element)
+    return json.dumps({"stage": letter.stage.value, "error_type": letter.error_type,
+                       "message": letter.message, "record_base64": record}, sort_keys=True)
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work_dir", default=os.path.join("work", "dead_letters"),
+                        help="Where the demo model and input are built when not given.")
+    parser.add_argument("--model_path", help="SavedModel path; default: build y = 5x.")
+    parser.add_argument("--input", help="TFRecord file pattern of serialized tf.train.Example; "
+                                        "default: good and corrupt demo records.")
+    parser.add_argument("--output", help="Output prefix; default: <work_dir>/output. "
+                                         "Writes <output>.predictions and <output>.dead_letters.")
+    return parser.parse_known_args(argv)
+
+
+def prepare_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Builds the demo model and input under ``work_dir`` for flags left unset."""
+    os.makedirs(args.work_dir, exist_ok=True)
+    if not args.model_path:
+        args.model_path = models.ensure_multiplier_model(
+            os.path.join(args.work_dir, "five_model"), 5.0)
+    if not args.input:
+        args.input = os.path.join(args.work_dir, "mixed.tfrecord")
+        with tf.io.TFRecordWriter(args.input) as writer:
+            for value, bad in zip(GOOD_VALUES, bad_records(), strict=True):
+                writer.write(models.make_example(value).SerializeToString())
+                writer.write(bad)
+    if not args.output:
+        args.output = os.path.join(args.work_dir, "output")
+    return args
+
+
+def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
+        test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
+    args, pipeline_args = parse_args(argv)
+    args = prepare_defaults(args)
+    options = PipelineOptions(pipeline_args)
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    spec = bi.ModelSpec(model_path=args.model_path)
+
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    predictions, failed = (
+        pipeline
+        | "ReadRecords" >> beam.io.ReadFromTFRecord(args.input)
+        | "RunInference" >> bi.RunInference(spec).with_dead_letters()
+    )
+    _ = (predictions
+         | "ProcessPredictions" >> beam.ParDo(PredictionProcessor())
+         | "WritePredictions" >> beam.io.WriteToText(args.output + ".predictions",
+                                                     shard_name_template=""))
+    _ = (failed
+         | "FormatDeadLetters" >> beam.Map(dead_letter_json)
+         | "WriteDeadLetters" >> beam.io.WriteToText(args.output + ".dead_letters",
+                                                     shard_name_template=""))
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result
+
+
+if __name__ == "__main__":
+    logging.getLogger().setLevel(logging.WARNING)
+    run()
