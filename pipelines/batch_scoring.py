@@ -35,12 +35,11 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference import base
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.runners.runner import PipelineResult
 from tensorflow_serving.apis import prediction_log_pb2
 
 import beam_infer as bi
-from pipelines import models, postprocess, tables
+from pipelines import jobs, models, postprocess, tables
 
 OUTPUT_FORMATS = ("jsonl", "parquet", "tfrecord")
 READ = "batch_scoring_read_elements"
@@ -257,8 +256,7 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
     """Runs the job, prints the summary and returns the ``PipelineResult``."""
     args, pipeline_args = parse_args(argv)
     args = prepare_defaults(args)
-    options = PipelineOptions(pipeline_args)
-    options.view_as(SetupOptions).save_main_session = save_main_session
+    options = jobs.job_options(pipeline_args, save_main_session)
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build(pipeline, args)
     start = time.perf_counter()

@@ -22,10 +22,9 @@ from collections.abc import Sequence
 
 import apache_beam as beam
 import tensorflow as tf
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 import beam_infer as bi
-from pipelines import models
+from pipelines import jobs, models
 from pipelines.basic import PredictionProcessor
 
 GOOD_VALUES = (105.0, 108.0, 1000.0, 1013.0)
@@ -82,8 +81,7 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
     args, pipeline_args = parse_args(argv)
     args = prepare_defaults(args)
-    options = PipelineOptions(pipeline_args)
-    options.view_as(SetupOptions).save_main_session = save_main_session
+    options = jobs.job_options(pipeline_args, save_main_session)
     spec = bi.ModelSpec(model_path=args.model_path)
 
     pipeline = test_pipeline or beam.Pipeline(options=options)

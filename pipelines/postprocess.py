@@ -29,12 +29,11 @@ from typing import Any
 
 import apache_beam as beam
 import tensorflow as tf
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.typehints import typehints
 from tensorflow_serving.apis import prediction_log_pb2
 
 import beam_infer as bi
-from pipelines import models
+from pipelines import jobs, models
 
 ROW_FORMATS = ("jsonl", "csv")
 CSV_COLUMNS = ("key", "input", "output", "model_version")
@@ -143,8 +142,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
     args, pipeline_args = parse_args(argv)
-    options = PipelineOptions(pipeline_args)
-    options.view_as(SetupOptions).save_main_session = save_main_session
+    options = jobs.job_options(pipeline_args, save_main_session)
     output = args.output or os.path.join(args.work_dir, "rows")
 
     pipeline = test_pipeline or beam.Pipeline(options=options)

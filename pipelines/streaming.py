@@ -30,12 +30,12 @@ from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 import tensorflow as tf
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from tensorflow_serving.apis import prediction_log_pb2
 
 import beam_infer as bi
-from pipelines import models
+from pipelines import jobs, models
 
 SENT_AT = "sent_at_micros"  # rides in each Example; the model reads only "x"
 
@@ -174,8 +174,7 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
     args, pipeline_args = parse_args(argv)
     args = prepare_defaults(args)
-    options = PipelineOptions(pipeline_args)
-    options.view_as(SetupOptions).save_main_session = save_main_session
+    options = jobs.job_options(pipeline_args, save_main_session)
     standard = options.view_as(StandardOptions)
     if args.input_subscription:
         standard.streaming = True
