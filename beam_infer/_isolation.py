@@ -112,10 +112,8 @@ class IsolatingHandler(base.ModelHandler):
             return []
         run = _Run(self, batch, model)
         run.score()
-        if not self._dead_letters:
-            letter = next((r for r in run.results if isinstance(r, DeadLetter)), None)
-            if letter is not None:
-                raise_for(letter)
+        if run.failed and not self._dead_letters:
+            raise_for(next(r for r in run.results if isinstance(r, DeadLetter)))
         return run.results
 
     def call_with_retries(self, encoded: Sequence[Any], model: Any
@@ -235,10 +233,16 @@ class _Run:
             self._values = list(batch)
         else:
             self._has_key = [isinstance(e, tuple) and len(e) == 2 for e in batch]
-            self._keys = [e[0] if k else None for e, k in zip(batch, self._has_key, strict=True)]
-            self._values = [e[1] if k else e for e, k in zip(batch, self._has_key, strict=True)]
+            if all(self._has_key):  # the common case: unzip in C
+                self._keys, self._values = (list(column) for column in zip(*batch, strict=True))
+            else:
+                self._keys = [e[0] if k else None
+                              for e, k in zip(batch, self._has_key, strict=True)]
+                self._values = [e[1] if k else e
+                                for e, k in zip(batch, self._has_key, strict=True)]
         self._encoded: list[Any] = [None] * len(batch)
         self.results: list[Any] = [None] * len(batch)
+        self.failed = 0  # elements that got a DeadLetter
 
     def score(self) -> None:
         indices = self._encode()
@@ -270,8 +274,11 @@ class _Run:
         except Exception:  # noqa: BLE001 - find the element(s) one at a time below
             encoded = None
         if encoded is not None:
-            for i, item in zip(usable, encoded, strict=True):
-                self._encoded[i] = item
+            if len(usable) == len(self._encoded):
+                self._encoded = list(encoded)
+            else:
+                for i, item in zip(usable, encoded, strict=True):
+                    self._encoded[i] = item
             return usable
         good = []
         for i in usable:
@@ -335,9 +342,11 @@ class _Run:
         encoded = self._encoded_of(indices)
         values = self._values if len(indices) == len(self._values) \
             else [self._values[i] for i in indices]
+        complete = True  # every element of ``indices`` got an output
         try:
             logs = inner.build_outputs(values, encoded, results)
         except Exception as batch_error:  # noqa: BLE001 - retried per element below
+            complete = False
             rows = _rows(results, len(indices))
             if rows is None:  # the outputs do not have the batch first: no element is ok
                 for i in indices:
@@ -353,6 +362,11 @@ class _Run:
                     log = None
                 logs.append(log)
         has_key, keys, out = self._has_key, self._keys, self.results
+        if complete and len(indices) == len(out) and not self.failed:
+            # The whole batch scored: one pass in C.
+            self.results = list(zip(keys, logs, strict=True)) \
+                if has_key is not None and all(has_key) else list(logs)
+            return
         for i, log in zip(indices, logs, strict=True):
             if log is not None:
                 out[i] = (keys[i], log) if has_key is not None and has_key[i] else log
@@ -371,6 +385,7 @@ class _Run:
     def _fail_with(self, i: int, letter: DeadLetter) -> None:
         count_failure(letter.stage)
         self.results[i] = letter
+        self.failed += 1
 
 
 def _rows(results: ModelResults, size: int):

@@ -152,6 +152,9 @@ _REQUEST_INPUTS = b"\x12"  # PredictRequest.inputs = 2 (map entries)
 _RESPONSE_OUTPUTS = b"\x0a"  # PredictResponse.outputs = 1
 _RESPONSE_MODEL_SPEC = b"\x12"  # PredictResponse.model_spec = 2
 _MAP_KEY, _MAP_VALUE = b"\x0a", b"\x12"
+_SPEC_NAME = b"\x0a"  # ModelSpec.name = 1
+_SPEC_VERSION = b"\x12"  # ModelSpec.version = 2 (google.protobuf.Int64Value)
+_INT64_VALUE = b"\x08"  # Int64Value.value = 1 (varint)
 _SIGNATURE_NAME = b"\x1a"  # ModelSpec.signature_name = 3
 _STRING_VAL = b"\x42"  # TensorProto.string_val = 8
 # dtype: DT_STRING, tensor_shape { dim { size: 1 } }: a serialized example's tensor.
@@ -188,9 +191,16 @@ def _output_piece(alias: bytes, tensor: bytes) -> bytes:
     return _field(_LOG_PREDICT, _field(_PREDICT_RESPONSE, _field(_RESPONSE_OUTPUTS, entry)))
 
 
-def _spec_piece(signature_name: str) -> bytes:
-    """An encoded PredictionLog holding only the request's and response's model_spec."""
+def _spec_piece(signature_name: str, model: tuple[str, int] | None = None) -> bytes:
+    """An encoded PredictionLog holding only the request's and response's model_spec.
+
+    ``model`` is the (name, version) that answered, for versioned base paths.
+    """
     spec = _field(_SIGNATURE_NAME, signature_name.encode())
+    if model is not None:
+        name, version = model
+        spec = (_field(_SPEC_NAME, name.encode())
+                + _field(_SPEC_VERSION, _INT64_VALUE + _varint(version)) + spec)
     return _field(_LOG_PREDICT, _field(_PREDICT_REQUEST, _field(_REQUEST_MODEL_SPEC, spec))
                   + _field(_PREDICT_RESPONSE, _field(_RESPONSE_MODEL_SPEC, spec)))
 
@@ -201,15 +211,46 @@ def _wrapped(payloads: Sequence[bytes], wrap: Callable[[bytes], bytes]) -> list[
 
 
 def _parse_logs(spec: bytes, columns: Sequence[Sequence[bytes]]) -> list[PredictionLog]:
-    """Parses each element's pieces as one PredictionLog.
+    """Parses each element's pieces as one PredictionLog, the whole batch in one call.
 
     Encoded messages concatenated parse as their merge (protobuf's wire format rule), so
-    each piece sets its own fields and upb, in C, does the rest.
+    each piece sets its own fields. The batch is framed as the repeated field of a
+    ``_PredictionLogs`` message and parsed once by upb, in C; each log is then a view of
+    that batch's arena, a full ``PredictionLog`` to its users.
     """
-    parse = PredictionLog.FromString
-    if len(columns) == 2:  # one input and one output: the common case, kept cheap
-        return [parse(spec + a + b) for a, b in zip(*columns, strict=True)]
-    return [parse(spec + b"".join(parts)) for parts in zip(*columns, strict=True)]
+    parts: list[bytes] = []
+    append = parts.append
+    base = len(spec)
+    for pieces in zip(*columns, strict=True):
+        size = base + sum(map(len, pieces))
+        append(_LOGS_ENTRY + (_VARINTS[size] if size < 16384 else _varint(size)))
+        append(spec)
+        parts.extend(pieces)
+    return list(_PredictionLogs.FromString(b"".join(parts)).logs)
+
+
+def _logs_message_class() -> type:
+    """``message _PredictionLogs { repeated tensorflow.serving.PredictionLog logs = 1; }``."""
+    from google.protobuf import descriptor_pb2, message_factory
+
+    pool = PredictionLog.DESCRIPTOR.file.pool
+    name = "beam_infer._PredictionLogs"
+    try:
+        descriptor = pool.FindMessageTypeByName(name)
+    except KeyError:
+        field = descriptor_pb2.FieldDescriptorProto
+        file = descriptor_pb2.FileDescriptorProto(
+            name="beam_infer/_prediction_logs.proto", package="beam_infer", syntax="proto3",
+            dependency=[PredictionLog.DESCRIPTOR.file.name])
+        file.message_type.add(name="_PredictionLogs").field.add(
+            name="logs", number=1, type=field.TYPE_MESSAGE, label=field.LABEL_REPEATED,
+            type_name=f".{PredictionLog.DESCRIPTOR.full_name}")
+        pool.Add(file)
+        descriptor = pool.FindMessageTypeByName(name)
+    return message_factory.GetMessageClass(descriptor)
+
+
+_LOGS_ENTRY = b"\x0a"  # _PredictionLogs.logs = 1
 
 
 def _output_columns(outputs: Mapping[str, np.ndarray]) -> list[list[bytes]]:
@@ -218,21 +259,26 @@ def _output_columns(outputs: Mapping[str, np.ndarray]) -> list[list[bytes]]:
 
 
 def predict_logs(serialized: Sequence[bytes], outputs: Mapping[str, np.ndarray], *,
-                 input_alias: str, signature_name: str) -> list[PredictionLog]:
-    """Predict logs for a batch of serialized examples."""
+                 input_alias: str, signature_name: str,
+                 model: tuple[str, int] | None = None) -> list[PredictionLog]:
+    """Predict logs for a batch of serialized examples.
+
+    ``model``: the (name, version) that answered, recorded in both model_specs.
+    """
     check_batch_outputs(outputs, len(serialized), signature_name)
     alias = input_alias.encode()
 
     def wrap(example: bytes) -> bytes:  # a DT_STRING [1] tensor holding the example
         return _input_piece(alias, _EXAMPLE_TENSOR_PREFIX + _field(_STRING_VAL, example))
 
-    return _parse_logs(_spec_piece(signature_name),
+    return _parse_logs(_spec_piece(signature_name, model),
                        [_wrapped(serialized, wrap), *_output_columns(outputs)])
 
 
 def tensor_predict_logs(rows: Mapping[str, Sequence[np.ndarray]],
                         outputs: Mapping[str, np.ndarray], batch_size: int, *,
-                        signature_name: str) -> list[PredictionLog]:
+                        signature_name: str,
+                        model: tuple[str, int] | None = None) -> list[PredictionLog]:
     """Predict logs for tensor inputs: each element's tensors with a leading 1."""
     check_batch_outputs(outputs, batch_size, signature_name)
     inputs = [
@@ -240,7 +286,8 @@ def tensor_predict_logs(rows: Mapping[str, Sequence[np.ndarray]],
                  else [row_tensor_proto(np.asarray(r)).SerializeToString() for r in value],
                  functools.partial(_input_piece, alias.encode()))
         for alias, value in rows.items()]
-    return _parse_logs(_spec_piece(signature_name), [*inputs, *_output_columns(outputs)])
+    return _parse_logs(_spec_piece(signature_name, model),
+                       [*inputs, *_output_columns(outputs)])
 
 
 def classifications(outputs: Mapping[str, np.ndarray], batch_size: int,
@@ -365,3 +412,6 @@ def stamp_model_spec(logs: Sequence[PredictionLog], name: str, version: int,
             message.model_spec.name = name
             message.model_spec.version.value = version
             message.model_spec.signature_name = signature_name
+
+
+_PredictionLogs = _logs_message_class()

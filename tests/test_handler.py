@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 import beam_infer as bi
+from beam_infer import _prediction_log as bi_logs
 from beam_infer._prediction_log import row_tensor_proto
 from tests import model_zoo
 
@@ -72,3 +73,35 @@ def test_batching_and_sharing_reach_beam(zoo):
     assert handler.share_model_across_processes()
     assert handler.model_copies() == 2
     assert handler.get_metrics_namespace() == "beam_infer"
+
+
+def _field_by_field_predict_log(example: bytes, output: np.ndarray, model: tuple[str, int]
+                                ) -> bi_logs.PredictionLog:
+    log = bi_logs.PredictionLog()
+    request, response = log.predict_log.request, log.predict_log.response
+    request.inputs["examples"].CopyFrom(
+        tf.make_tensor_proto(np.array([example], dtype=object), shape=(1,)))
+    response.outputs["y"].CopyFrom(row_tensor_proto(output))
+    for message in (request, response):
+        message.model_spec.name, message.model_spec.signature_name = model[0], "serving_default"
+        message.model_spec.version.value = model[1]
+    return log
+
+
+@pytest.mark.parametrize("version", [1, 300, 2**40])
+def test_wire_built_predict_logs_equal_logs_built_field_by_field(version):
+    examples = [b"example-%d" % i * (i + 1) for i in range(5)]
+    outputs = np.arange(10, dtype=np.float32).reshape(5, 2)
+    logs = bi_logs.predict_logs(examples, {"y": outputs}, input_alias="examples",
+                                signature_name="serving_default", model=("m", version))
+    expected = [_field_by_field_predict_log(e, o, ("m", version))
+                for e, o in zip(examples, outputs, strict=True)]
+    assert logs == expected
+    # Each log is a PredictionLog in its own right: it outlives the batch it was parsed
+    # from and changing one leaves the others alone.
+    first, second = logs[0], logs[1]
+    del logs
+    first.predict_log.request.model_spec.name = "changed"
+    assert type(first) is bi_logs.PredictionLog
+    assert bi_logs.PredictionLog.FromString(first.SerializeToString()) == first
+    assert second == expected[1]
