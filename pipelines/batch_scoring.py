@@ -3,8 +3,9 @@
 Input is a TFRecord of ``tf.train.Example``s, CSV, JSON lines or Parquet (one feature per
 column, by column name); output is JSON lines or Parquet rows ``(key, input, output,
 model_version)``, or a TFRecord of ``PredictionLog``s. Elements that cannot be turned into
-an Example, or whose batch fails in the model, are counted (and written to
-``--failed_output`` if given) instead of failing the job. At the end it prints::
+an Example, or that the model cannot score, are counted one by one (and written to
+``--failed_output`` with their stage and reason, if given) instead of failing the job; the
+other elements of their batch are scored as usual. At the end it prints::
 
     read 4, scored 4, failed 0, elapsed 2.31 s, 1.7 elements/s
 
@@ -34,7 +35,6 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.ml.inference import base
 from apache_beam.runners.runner import PipelineResult
 from tensorflow_serving.apis import prediction_log_pb2
 
@@ -70,7 +70,7 @@ class Summary:
 class ToExampleFn(beam.DoFn):
     """Counts each input element and turns rows into (keyed) Examples.
 
-    Rows that cannot be converted go to the ``failed`` output as ``(row, error text)``.
+    Rows that cannot be converted go to the ``failed`` output as ``(row, "convert", error text)``.
     """
 
     def __init__(self, *, key_column: str | None, feature_types: Mapping[str, str]):
@@ -97,7 +97,7 @@ class ToExampleFn(beam.DoFn):
             yield key, example
         except ValueError as e:
             self._failed.inc()
-            yield beam.pvalue.TaggedOutput(FAILED_TAG, (repr(element), str(e)))
+            yield beam.pvalue.TaggedOutput(FAILED_TAG, (repr(element), "convert", str(e)))
 
 
 class CountScored(beam.DoFn):
@@ -109,31 +109,16 @@ class CountScored(beam.DoFn):
         yield element
 
 
-class CountFailedBatches(beam.DoFn):
-    """Dead letters of RunInference (a whole failed batch) → one record per element."""
+class CountDeadLetters(beam.DoFn):
+    """Each ``bi.DeadLetter`` of the model step → ``(element, stage, "Type: message")``."""
 
     def __init__(self) -> None:
         self._failed = Metrics.counter(bi.METRICS_NAMESPACE, FAILED)
 
-    def process(self, failure: tuple[Sequence[Any], Any]) -> Iterator[tuple[str, str]]:
-        batch, error = failure
-        self._failed.inc(len(batch))
-        text = error_text(error)
-        for element in batch:
-            yield repr(element)[:1000], text
-
-
-def error_text(error: Any) -> str:
-    """``"Type: message"`` for an exception or Beam's ``(type, repr, traceback lines)``."""
-    if isinstance(error, BaseException):
-        return f"{type(error).__name__}: {error}"
-    if isinstance(error, tuple) and len(error) == 3 and isinstance(error[0], type):
-        # The formatted traceback ends with "module.Type: message" (often several lines).
-        name, trace = error[0].__name__, "".join(error[2] or [])
-        start = trace.rfind(f"{name}: ")
-        message = trace[start + len(name) + 2:] if start >= 0 else str(error[1])
-        return f"{name}: {' '.join(message.split())[:500]}"
-    return str(error)
+    def process(self, letter: bi.DeadLetter) -> Iterator[tuple[str, str, str]]:
+        self._failed.inc()
+        yield (repr(letter.element)[:1000], letter.stage.value,
+               f"{letter.error_type}: {letter.message}")
 
 
 def parse_args(argv: Sequence[str] | None, *, prog: str | None = None
@@ -192,9 +177,6 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
     spec = bi.ModelSpec(
         model_path=args.model_path, signature_names=tuple(args.signature_name),
         tags=tuple(args.tag), batching=bi.BatchConfig(max_batch_size=args.max_batch_size))
-    handler: base.ModelHandler = bi.SavedModelHandler(spec)
-    if args.key_column:
-        handler = base.KeyedModelHandler(handler)
     feature_types = tables.parse_feature_types(args.feature_types)
 
     if fmt == "tfrecord":
@@ -204,18 +186,18 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
     converted = records | "ToExamples" >> beam.ParDo(ToExampleFn(
         key_column=args.key_column, feature_types=feature_types)).with_outputs(
             FAILED_TAG, main="examples")
+    # (key, Example) pairs when --key_column is set: keys pass through to the outputs.
     logs, dead_letters = (converted.examples
-                          | "RunInference" >> base.RunInference(handler)
-                          .with_exception_handling())
+                          | "RunInference" >> bi.RunInference(spec).with_dead_letters())
     scored = logs | "CountScored" >> beam.ParDo(CountScored())
-    failed_batches = (dead_letters.failed_inferences
-                      | "CountFailedBatches" >> beam.ParDo(CountFailedBatches()))
+    failed_elements = dead_letters | "CountDeadLetters" >> beam.ParDo(CountDeadLetters())
     _write_predictions(scored, args)
     if args.failed_output:
-        _ = ((converted[FAILED_TAG], failed_batches)
+        _ = ((converted[FAILED_TAG], failed_elements)
              | "FlattenFailures" >> beam.Flatten()
              | "FailureToJson" >> beam.MapTuple(
-                 lambda element, error: json.dumps({"element": element, "error": error}))
+                 lambda element, stage, error: json.dumps(
+                     {"element": element, "stage": stage, "error": error}))
              | "WriteFailures" >> beam.io.WriteToText(
                  args.failed_output, file_name_suffix=".jsonl"))
 

@@ -35,12 +35,13 @@ def test_default_job_scores_the_bundled_questions_and_prints_a_summary(tmp_path,
     assert outputs == [525.0, 540.0, 5000.0, 5065.0]
 
 
-def test_csv_with_keys_counts_rows_that_cannot_be_scored(tmp_path, zoo, capsys):
+def test_csv_with_keys_fails_only_the_rows_that_cannot_be_scored(tmp_path, zoo, capsys):
     source = tmp_path / "in.csv"
     source.write_text("id,x\na,1.5\nb,2\nc,oops\nd,4\n")
+    # One batch holds all four rows: only the bad one fails, the others are scored.
     result = batch_scoring.run([
         f"--input={source}", f"--model_path={zoo.ten}", "--key_column=id",
-        "--max_batch_size=1", f"--output={tmp_path}/out", f"--failed_output={tmp_path}/bad",
+        "--max_batch_size=64", f"--output={tmp_path}/out", f"--failed_output={tmp_path}/bad",
         f"--work_dir={tmp_path}", "--model_version=2"])
     assert _counts(capsys) == (4, 3, 1)
     summary = batch_scoring.summarize(result, 2.0)
@@ -51,9 +52,12 @@ def test_csv_with_keys_counts_rows_that_cannot_be_scored(tmp_path, zoo, capsys):
         "a": [15.0], "b": [20.0], "d": [40.0]}
     assert rows["a"]["input"] == {"x": [1.5]} and rows["a"]["model_version"] == "2"
     (failure,) = _jsonl(tmp_path, "bad")
-    assert "oops" in failure["element"]
-    assert failure["error"].startswith("InvalidArgumentError")
-    assert "Key: x, Index: 0. Data types don't match" in failure["error"]
+    assert "oops" in failure["element"] and failure["element"].startswith("('c', ")
+    assert failure["stage"] == "validate"
+    assert failure["error"] == (
+        "InputError: feature 'x' holds bytes values (bytes_list); signature "
+        "'serving_default' parses it as float (float, 1 value). Write it as "
+        "tf.train.Feature(float_list=...).")
 
 
 def test_feature_types_reject_bad_cells_before_the_model(tmp_path, zoo, capsys):
@@ -65,6 +69,7 @@ def test_feature_types_reject_bad_cells_before_the_model(tmp_path, zoo, capsys):
     assert _counts(capsys) == (2, 1, 1)
     assert [r["output"] for r in _jsonl(tmp_path, "out")] == [{"output_0": [5.0]}]
     (failure,) = _jsonl(tmp_path, "bad")
+    assert failure["stage"] == "convert"
     assert failure["error"].startswith("column 'x' holds 'abc', which cannot be a float feature")
 
 
