@@ -162,12 +162,12 @@ def encode(inner: SavedModelHandler, batch: Batch, *, lean: bool) -> Any:
 
 
 class BatchesHandler(base.ModelHandler[Batch, Any, Any]):
-    """Scores one ``Batch`` per call with the stages of the wrapped handler's model handler.
+    """Scores one ``Batch`` per call with ``SavedModelHandler``'s stages.
 
-    Wraps the ``IsolatingHandler`` that ``RunInference`` uses (for its retry loop and
-    everything it forwards to the ``SavedModelHandler``). Beam's ``RunInference`` skips
-    its own batching for it (``should_skip_batching``) and emits what ``run_inference``
-    returns: one output per batch.
+    Wraps the ``IsolatingHandler`` that ``RunInference`` uses, for its retry loop and
+    everything it forwards to the ``SavedModelHandler``; nothing is isolated. Beam's
+    ``RunInference`` skips its own batching for it (``should_skip_batching``) and emits
+    what ``run_inference`` returns: one output per batch.
 
     Example:
         >>> handler = BatchesHandler(IsolatingHandler(SavedModelHandler(spec), keyed=False,
