@@ -24,9 +24,14 @@ from beam_infer._errors import (
     TagsError,
 )
 from beam_infer._handler import METRICS_NAMESPACE, SavedModelHandler
+from beam_infer._reading import ReadTFRecordBatches
 from beam_infer._rows import PredictionLogToRows, prediction_log_to_row
 from beam_infer._signatures import Feed, Operation
-from beam_infer._transform import RunInference, RunInferenceWithDeadLetters
+from beam_infer._transform import (
+    RunInference,
+    RunInferenceOnBatches,
+    RunInferenceWithDeadLetters,
+)
 from beam_infer._versions import VersionPolicy
 from beam_infer._warmup import write_warmup_requests
 
@@ -46,8 +51,10 @@ __all__ = [
     "Operation",
     "Output",
     "PredictionLogToRows",
+    "ReadTFRecordBatches",
     "RetryConfig",
     "RunInference",
+    "RunInferenceOnBatches",
     "RunInferenceWithDeadLetters",
     "SavedModelHandler",
     "SignatureError",

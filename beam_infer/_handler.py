@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference import base
 from tfx_bsl.public.proto import model_spec_pb2
@@ -151,22 +152,32 @@ class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult,
             accepts_sequence_examples=self._plan.operation is Operation.PREDICT,
         )
 
-    def call_model(self, encoded: Sequence[Any], model: ServingModel) -> ModelResults:
+    def call_model(self, encoded: Sequence[Any] | _tensors.TensorBatch | tf.Tensor,
+                   model: ServingModel) -> ModelResults:
         """Calls the signature(s) on ``encode``'s output; outputs keep the batch first.
+
+        ``encoded`` may also be a batch that came stacked (``RunInference.on_batches()``):
+        a ``TensorBatch``, or a 1-D array or string tensor of serialized examples, fed as
+        it is.
 
         The served version answers (it may change between calls when versions are
         followed); loads it reported since the previous call become metrics here.
+
+        Raises:
+            InputError: the elements cannot be stacked into the signature's inputs.
         """
         plan = self._plan
         first = plan.signatures[0]
         rows = None
-        if self._feeds_tensors(encoded):
-            tensors = _tensors.batch_tensors(
-                encoded, first, pad=self._spec.pad_variable_length_inputs)
+        stacked = isinstance(encoded, np.ndarray | tf.Tensor)
+        if isinstance(encoded, _tensors.TensorBatch) or (
+                not stacked and self._feeds_tensors(encoded)):
+            tensors = encoded if isinstance(encoded, _tensors.TensorBatch) else \
+                _tensors.batch_tensors(encoded, first, pad=self._spec.pad_variable_length_inputs)
             signatures, calls, rows = [first], [(first.name, tensors.feeds)], tensors.rows
         else:
             # One object array: TF converts it to a string tensor without a Python loop.
-            feed = np.array(encoded, dtype=object)
+            feed = encoded if stacked else np.array(encoded, dtype=object)
             signatures = list(plan.signatures) \
                 if plan.operation is Operation.MULTI_INFERENCE else [first]
             calls = [(s.name, {s.inputs[0].alias: feed}) for s in signatures]
@@ -185,10 +196,7 @@ class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult,
         plan = self._plan
         signature, outputs = results.outputs[0]
         if self._output is Output.RESULT:
-            if plan.operation is Operation.MULTI_INFERENCE:
-                outputs = {f"{s.name}/{alias}": value
-                           for s, values in results.outputs for alias, value in values.items()}
-            return _results(batch, outputs, signature.name)
+            return _results(batch, lean_outputs(results), signature.name)
         version = results.version
         model = None if version is None or version.version is None \
             else (version.name, version.version)
@@ -238,6 +246,15 @@ class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult,
     def __repr__(self) -> str:
         names = ",".join(s.name for s in self._plan.signatures)
         return f"SavedModelHandler({self._spec.model_path}, {self._plan.operation.value}:{names})"
+
+
+def lean_outputs(results: ModelResults) -> dict[str, np.ndarray]:
+    """The lean output's batched outputs: by alias, or ``"<signature>/<alias>"`` when
+    several signatures answered (multi-inference)."""
+    if len(results.outputs) == 1:
+        return results.outputs[0][1]
+    return {f"{s.name}/{alias}": value for s, values in results.outputs
+            for alias, value in values.items()}
 
 
 def _results(batch: Sequence[Any], outputs: Mapping[str, np.ndarray], signature_name: str

@@ -9,6 +9,7 @@ from apache_beam.ml.inference import base
 from apache_beam.typehints import typehints
 from tfx_bsl.public.proto import model_spec_pb2
 
+from beam_infer import _batches
 from beam_infer._config import ModelSpec, Output, RetryConfig
 from beam_infer._dead_letters import (
     DEAD_LETTERS_TAG,
@@ -55,6 +56,9 @@ class RunInference(beam.PTransform):
     ``BatchElements`` as ``ModelSpec.batching`` says. The PredictionLog layout is TF
     Serving's, the same tfx-bsl writes: predict, classify, regress or multi-inference,
     chosen from the signatures' ``method_name``.
+
+    For input that is already batched, ``RunInference(spec).on_batches()`` scores one
+    batch per element and emits one output per batch (see ``RunInferenceOnBatches``).
 
     Model calls that fail transiently are retried as ``retry`` says. An element that
     cannot be scored stops the pipeline with ``InferenceError`` naming its key, the stage
@@ -107,6 +111,21 @@ class RunInference(beam.PTransform):
         """
         return RunInferenceWithDeadLetters(self._handler, self._retry, self._validator)
 
+    def on_batches(self) -> RunInferenceOnBatches:
+        """The same scoring for a PCollection whose elements are already batches.
+
+        Beam's own batching and its per-element emitting are skipped: each input batch
+        is one model call and gives one output (see ``RunInferenceOnBatches``), the way
+        Beam's ``ModelHandler.with_no_batching()`` and tfx-bsl's
+        ``RunInferenceOnKeyedBatches`` take pre-batched input. Transient model-call
+        failures are retried as ``retry`` says; there is no dead-letter output.
+
+        Example:
+            >>> batches = examples | beam.BatchElements(min_batch_size=256)
+            >>> log_lists = batches | bi.RunInference(spec).on_batches()
+        """
+        return RunInferenceOnBatches(self._handler, self._retry)
+
     def infer_output_type(self, input_type: Any) -> Any:
         return _output_type(input_type, self._handler)
 
@@ -157,6 +176,63 @@ class RunInferenceWithDeadLetters(beam.PTransform):
         failed = ((invalid, failed) | "FlattenDeadLetters"
                   >> beam.Flatten().with_output_types(DeadLetter))
         return InferenceResults(predictions, failed)
+
+
+class RunInferenceOnBatches(beam.PTransform):
+    """Scores pre-batched elements: one model call and one output per input batch.
+
+    Made by ``RunInference(spec).on_batches()``. The logs are byte for byte those
+    ``RunInference`` writes for the batch's elements one by one. Two labelled steps:
+    ``AsBatch`` (checks and counts each batch) and ``Infer`` (Beam's RunInference with
+    its batching skipped).
+
+    ====================================================  =================================
+    input element (one batch)                             output element
+    ====================================================  =================================
+    ``list`` of the elements ``RunInference`` takes        ``list[PredictionLog]``, in order
+    ``np.ndarray`` / ``tf.Tensor`` stacked on axis 0       ``list[PredictionLog]``
+    (one-input signature; 1-D ``bytes`` for examples)
+    ``dict[alias, stacked array]``                         ``list[PredictionLog]``
+    ``(key, any batch above)``                             ``(key, list[PredictionLog])``
+    ====================================================  =================================
+
+    With ``output=Output.RESULT`` the output per batch is one
+    ``PredictionResult(batch, inference)``: the batch as it came in and a dict of the
+    batched numpy outputs by alias (axis 0 the batch), with no per-element split at all.
+
+    Raises:
+        InferenceError: on the worker, for an element that is not a batch or a batch that
+            cannot be scored (after retries of transient failures); the message names
+            its key, the stage and why.
+
+    Example:
+        >>> batches = p | bi.ReadTFRecordBatches("in-*.tfrecord", batch_size=1024)
+        >>> log_lists = batches | bi.RunInference(spec).on_batches()
+    """
+
+    def __init__(self, handler: SavedModelHandler, retry: RetryConfig):
+        super().__init__()
+        self._handler = handler
+        self._retry = retry
+
+    def infer_output_type(self, input_type: Any) -> Any:
+        value = PredictionResult if self._handler.output is Output.RESULT \
+            else typehints.List[PredictionLog]
+        keyed = keyed_from_type(input_type)
+        if keyed is None:
+            return Any  # undeclared input may hold (key, batch) pairs
+        if keyed:
+            return typehints.Tuple[input_type.tuple_types[0], value]
+        return value
+
+    def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
+        calls = IsolatingHandler(self._handler, keyed=False, retry=self._retry,
+                                 validator=None, dead_letters=False)
+        output_type = self.infer_output_type(pcoll.element_type)
+        return (pcoll
+                | "AsBatch" >> beam.Map(_batches.as_batch, self._handler.plan.signatures[0].name)
+                | "Infer" >> base.RunInference(_batches.BatchesHandler(calls))
+                .with_output_types(output_type))
 
 
 def _validator(handler: SavedModelHandler) -> Validator:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
 import itertools
 import os
 import sys
@@ -42,6 +43,8 @@ import beam_infer as bi
 from pipelines import models
 
 MLP_SIZES = (784, 512, 512, 10)
+RAW_RECORDS = "__raw_record__"
+LOOP_READING = "direct loop reading the files (tf.data, no Beam)"
 TWO_WORKERS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -105,6 +108,23 @@ def with_key(record: bytes) -> tuple[bytes, bytes]:
 
 def decode_dense(record: bytes) -> np.ndarray:
     return np.frombuffer(record, dtype=np.float32)
+
+
+def batch_size_of(batch: object) -> int:
+    """Elements in a batch: a list or array, or a lean result's batched outputs."""
+    if isinstance(batch, base.PredictionResult):
+        return len(next(iter(batch.inference.values())))
+    return len(batch)
+
+
+def raw_records(record_batch) -> list[bytes]:
+    """The serialized records of a TFXIO RecordBatch (its raw record column)."""
+    return record_batch.column(RAW_RECORDS).flatten().to_pylist()
+
+
+def decode_dense_batch(records: tf.Tensor) -> tf.Tensor:
+    """A batch of raw float32 records as one ``[n, 784]`` tensor (one C++ op per batch)."""
+    return tf.io.decode_raw(records, tf.float32)
 
 
 class _ImportTensorFlow(beam.DoFn):
@@ -196,12 +216,15 @@ class Data:
 class _Stamp(beam.DoFn):
     """Reports per bundle when its first (or last) element passed, in µs since the epoch.
 
+    With ``size``, each element is a batch and counts as ``size(element)`` elements.
+
     Metrics are named by worker process id: distributions keep the min and max across
     that worker's bundles, and the "last" stamp counts the elements it passed.
     """
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, size: Callable[[object], int] | None = None):
         self._name = name
+        self._size = size
 
     def setup(self) -> None:
         pid = os.getpid()
@@ -214,7 +237,7 @@ class _Stamp(beam.DoFn):
     def process(self, element):
         if self._at is None or self._name == "last":
             self._at = time.time_ns() // 1000
-        self._n += 1
+        self._n += 1 if self._size is None else self._size(element)
         yield element
 
     def finish_bundle(self) -> None:
@@ -241,9 +264,13 @@ class Bench:
     def pipeline(self, name: str, data: Data,
                  read: Callable[[beam.Pipeline, str], beam.PCollection],
                  step: Callable[[beam.PCollection], object] = lambda pcoll: pcoll,
-                 options: Sequence[str] = (), measure_memory: bool = False) -> Row:
-        """The best of ``repeat`` runs: on a shared machine, the least disturbed one."""
-        rows = [self._run(name, data, read, step, options, measure_memory)
+                 options: Sequence[str] = (), measure_memory: bool = False,
+                 batched: bool = False) -> Row:
+        """The best of ``repeat`` runs: on a shared machine, the least disturbed one.
+
+        ``batched``: the elements leaving ``step`` are batches, counted by their size.
+        """
+        rows = [self._run(name, data, read, step, options, measure_memory, batched)
                 for _ in range(self.repeat)]
         return max(rows, key=lambda row: row.rate if row.rate == row.rate else -1)
 
@@ -253,10 +280,11 @@ class Bench:
     def _run(self, name: str, data: Data,
              read: Callable[[beam.Pipeline, str], beam.PCollection],
              step: Callable[[beam.PCollection], object],
-             options: Sequence[str], measure_memory: bool) -> Row:
+             options: Sequence[str], measure_memory: bool, batched: bool) -> Row:
         pipeline = beam.Pipeline(options=PipelineOptions(list(options)))
+        size = batch_size_of if batched else None
         _ = (step(read(pipeline, data.pattern) | "First" >> beam.ParDo(_Stamp("first")))
-             | "Last" >> beam.ParDo(_Stamp("last"))
+             | "Last" >> beam.ParDo(_Stamp("last", size))
              | "Count" >> beam.combiners.Count.Globally())
         with _PeakRss() as rss:
             result = pipeline.run()
@@ -264,6 +292,8 @@ class Bench:
         metrics = result.metrics().query(beam.metrics.MetricsFilter().with_namespace("benchmark"))
         stamps = {d.key.metric.name: d.committed for d in metrics["distributions"]}
         counts = {c.key.metric.name.split(":")[1]: c.committed for c in metrics["counters"]}
+        if sum(counts.values()) != data.n:  # batches must count their elements
+            raise RuntimeError(f"{name}: {sum(counts.values())} elements out of {data.n}")
         spans = {pid: (stamps[f"first:{pid}"].min, stamps[f"last:{pid}"].max)
                  for pid in counts}
         rate = sum(counts[pid] / max((end - start) / 1e6, 1e-6)
@@ -292,6 +322,25 @@ def direct_loop(function, batches: Sequence[Sequence[bytes]], decode) -> float:
         outputs = function(**decode(batch))
         _ = {k: v.numpy() for k, v in outputs.items()}
         count += len(batch)
+    return count / (time.perf_counter() - start)
+
+
+def direct_loop_reading(function, pattern: str, batch: int, alias: str, dense: bool) -> float:
+    """Elements/s of the signature called in a loop on tf.data batches read from the files.
+
+    The same read as ``bi.ReadTFRecordBatches``, without Beam: what a pipeline that reads the
+    files can at best do.
+    """
+    start = time.perf_counter()
+    count = 0
+    for path in sorted(glob.glob(pattern)):
+        dataset = tf.data.TFRecordDataset(path).batch(batch)
+        if dense:
+            dataset = dataset.map(lambda records: tf.io.decode_raw(records, tf.float32))
+        for records in dataset.prefetch(2):
+            outputs = function(**{alias: records})
+            _ = {k: v.numpy() for k, v in outputs.items()}
+            count += len(records)
     return count / (time.perf_counter() - start)
 
 
@@ -361,7 +410,11 @@ def bench_multiplier(bench: Bench, n: int, batch: int) -> list[Row]:
 
 def bench_mlp(bench: Bench, n: int, batch: int, *, dense: bool, two_workers: bool
               ) -> list[Row]:
-    """The MLP on serialized Examples (all peers), or on dense float32 arrays (beam_infer)."""
+    """The MLP on serialized Examples (all peers), or on dense float32 arrays (beam_infer).
+
+    Per-element rows read one record per Beam element and let RunInference batch them;
+    pre-batched rows read whole batches and score them with ``on_batches()``.
+    """
     path = os.path.join(bench.work_dir, "mlp")
     if not os.path.exists(os.path.join(path, "saved_model.pb")):
         build_mlp(path)
@@ -381,22 +434,64 @@ def bench_mlp(bench: Bench, n: int, batch: int, *, dense: bool, two_workers: boo
         pcoll = p | "Read" >> beam.io.ReadFromTFRecord(files)
         return pcoll | "Decode" >> beam.Map(decode_dense) if dense else pcoll
 
+    def read_batch_elements(p: beam.Pipeline, files: str) -> beam.PCollection:
+        return (p | "Read" >> beam.io.ReadFromTFRecord(files)
+                  | "Batch" >> beam.BatchElements(min_batch_size=batch, max_batch_size=batch))
+
+    def read_tfxio(p: beam.Pipeline, files: str) -> beam.PCollection:
+        from tfx_bsl.public import tfxio
+
+        source = tfxio.TFExampleRecord(files, raw_record_column_name=RAW_RECORDS)
+        return (p | "Read" >> source.BeamSource(batch)
+                  | "RawRecords" >> beam.Map(raw_records))
+
+    def read_files(p: beam.Pipeline, files: str) -> beam.PCollection:
+        batches = p | "Read" >> bi.ReadTFRecordBatches(files, batch_size=batch)
+        return batches | "Decode" >> beam.Map(decode_dense_batch) if dense else batches
+
+    function = loaded.signatures["dense" if dense else "serving_default"]
+    direct_loop_reading(function, data.pattern, batch, "x" if dense else "examples", dense)
+    loop_reading = max(
+        direct_loop_reading(function, data.pattern, batch, "x" if dense else "examples", dense)
+        for _ in range(bench.repeat))
     rows = [Row("direct loop (the limit)", loop),
-            bench.pipeline("read only (runner floor)", data, read)]
+            bench.pipeline("read only (runner floor)", data, read),
+            Row(LOOP_READING, loop_reading)]
     steps = _variants(path, batch, ("dense",) if dense else (), keyed=False,
                       with_tfx=not dense)
     for name, step in steps:
         rows.append(bench.pipeline(name, data, read, step))
+    spec = _spec(path, batch, ("dense",) if dense else ())
+    logs = bi.RunInference(spec).on_batches()
+    lean = bi.RunInference(spec, output=bi.Output.RESULT).on_batches()
+    reads = [("bi.ReadTFRecordBatches", read_files)]
+    if not dense:
+        reads += [("ReadFromTFRecord + BatchElements", read_batch_elements),
+                  ("TFXIO BeamSource", read_tfxio)]
+    for label, batched_read in reads:
+        rows.append(bench.pipeline(f"read batches only ({label})", data, batched_read,
+                                   batched=True))
+    if not dense:
+        for label, batched_read in reads:
+            rows.append(bench.pipeline(f"beam_infer on_batches PredictionLog ({label})",
+                                       data, batched_read, lambda pc: pc | logs,
+                                       batched=True))
+    rows.append(bench.pipeline("beam_infer on_batches lean (bi.ReadTFRecordBatches)", data,
+                               read_files, lambda pc: pc | lean, batched=True))
     if two_workers:
-        one = rows[-1]
+        one, one_batched = rows[len(steps) + 2], rows[-1]
         floor = bench.pipeline("read only, 2 workers (TF imported)", data, read,
                                lambda pcoll: pcoll | beam.ParDo(_ImportTensorFlow()),
                                TWO_WORKERS, measure_memory=True)
         both = bench.pipeline("beam_infer lean, 2 workers", data, read, steps[-1][1],
                               TWO_WORKERS, measure_memory=True)
-        both.name += f" ({both.rate / one.rate:.2f}x one worker)" \
-            if both.rate > 0 and one.rate > 0 else ""
-        rows += [floor, both]
+        both_batched = bench.pipeline(
+            "beam_infer on_batches lean (bi.ReadTFRecordBatches), 2 workers", data, read_files,
+            lambda pc: pc | lean, TWO_WORKERS, measure_memory=True, batched=True)
+        for row, single in ((both, one), (both_batched, one_batched)):
+            row.name += f" ({row.rate / single.rate:.2f}x one worker)" \
+                if row.rate > 0 and single.rate > 0 else ""
+        rows += [floor, both, both_batched]
     return rows
 
 
@@ -404,10 +499,11 @@ def format_table(title: str, rows: Sequence[Row]) -> str:
     loop = rows[0].rate
     best = 1 / (1 / loop + 1 / rows[1].rate)
     tfx = next((r.rate for r in rows if r.name == "tfx-bsl RunInference"), None)
+    reading = next((r.rate for r in rows if r.name == LOOP_READING), None)
     lines = [f"## {title}",
-             "| variant | elements/s | vs direct loop | vs loop + floor | vs tfx-bsl | "
-             "model loads | peak worker RSS MB |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| variant | elements/s | vs direct loop | vs loop + floor | vs loop reading | "
+             "vs tfx-bsl | model loads | peak worker RSS MB |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     def ratio(value: float) -> str:
         return "n/a" if np.isnan(value) else f"{value:.2f}x"
 
@@ -415,6 +511,7 @@ def format_table(title: str, rows: Sequence[Row]) -> str:
         lines.append(
             f"| {row.name} | {'n/a' if np.isnan(row.rate) else f'{row.rate:,.0f}'} | "
             f"{ratio(row.rate / loop)} | {ratio(row.rate / best)} | "
+            f"{ratio(row.rate / reading) if reading else '-'} | "
             f"{ratio(row.rate / tfx) if tfx else '-'} | "
             f"{row.loads if row.loads is not None else '-'} | "
             f"{f'{row.peak_rss_mb:,.0f}' if row.peak_rss_mb else '-'} |")

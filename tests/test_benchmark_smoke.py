@@ -32,15 +32,33 @@ def test_smoke_run_prints_every_variant_and_one_load_per_worker(tmp_path, monkey
         "Beam RunInference + tfx-bsl CreateModelHandler", "beam_infer PredictionLog",
         "beam_infer lean (PredictionResult)"]
     examples = _rows(report, "MLP 784-512-512-10, serialized Examples, n=200")
-    assert list(examples) == [*list(five)[:1], "read only (runner floor)", *list(five)[2:]]
+    reading = "direct loop reading the files (tf.data, no Beam)"
+    assert list(examples) == [
+        *list(five)[:1], "read only (runner floor)", reading, *list(five)[2:],
+        "read batches only (bi.ReadTFRecordBatches)",
+        "read batches only (ReadFromTFRecord + BatchElements)",
+        "read batches only (TFXIO BeamSource)",
+        "beam_infer on_batches PredictionLog (bi.ReadTFRecordBatches)",
+        "beam_infer on_batches PredictionLog (ReadFromTFRecord + BatchElements)",
+        "beam_infer on_batches PredictionLog (TFXIO BeamSource)",
+        "beam_infer on_batches lean (bi.ReadTFRecordBatches)"]
     dense = _rows(report, "MLP 784-512-512-10, dense float32 arrays, n=200")
     assert list(dense) == [
-        "direct loop (the limit)", "read only (runner floor)", "beam_infer PredictionLog",
-        "beam_infer lean (PredictionResult)", "read only, 2 workers (TF imported)",
-        "beam_infer lean, 2 workers"]
-    loads = {name: cells[4] for table in (five, examples, dense)
+        "direct loop (the limit)", "read only (runner floor)", reading,
+        "beam_infer PredictionLog", "beam_infer lean (PredictionResult)",
+        "read batches only (bi.ReadTFRecordBatches)",
+        "beam_infer on_batches lean (bi.ReadTFRecordBatches)",
+        "read only, 2 workers (TF imported)", "beam_infer lean, 2 workers",
+        "beam_infer on_batches lean (bi.ReadTFRecordBatches), 2 workers"]
+    loads = {(title, name): cells[5]
+             for title, table in (("five", five), ("examples", examples), ("dense", dense))
              for name, cells in table.items() if name.startswith("beam_infer")}
-    assert loads == {"beam_infer PredictionLog": "1", "beam_infer lean (PredictionResult)": "1",
-                     "beam_infer lean, 2 workers": "2"}
-    assert float(dense["beam_infer lean, 2 workers"][5].replace(",", "")) > 0  # peak RSS MB
+    assert set(loads.values()) <= {"1", "2"}
+    assert [key for key, count in loads.items() if count == "2"] == [
+        ("dense", "beam_infer lean, 2 workers"),
+        ("dense", "beam_infer on_batches lean (bi.ReadTFRecordBatches), 2 workers")]
+    # Every pipeline counted all 200 elements (the benchmark checks), batched ones too.
+    assert all(float(cells[0].replace(",", "")) > 0 for table in (examples, dense)
+               for cells in table.values())
+    assert float(dense["beam_infer lean, 2 workers"][6].replace(",", "")) > 0  # peak RSS MB
     assert "batch size 64" in report

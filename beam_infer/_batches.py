@@ -1,0 +1,291 @@
+"""Scoring pre-batched input: each element of the PCollection is already a batch.
+
+``RunInference(spec).on_batches()`` takes Beam's per-element work (batching, one output
+element per input element) off the hot path: a pipeline whose source already yields
+batches (``bi.ReadTFRecordBatches``, a TFXIO ``BeamSource(batch_size)``,
+``beam.BatchElements``, a reader of numpy shards) hands each batch straight to the model
+and gets one output per batch.
+
+A batch is a ``list`` of the elements ``RunInference`` takes one by one, a numpy array
+or ``tf.Tensor`` stacked along axis 0 (one-input signatures; a 1-D array of bytes for a
+serialized-example signature), a ``dict`` of such arrays keyed by input alias, or a
+``(key, batch)`` pair. Each batch goes through ``SavedModelHandler``'s own stages
+(``encode``, ``call_model``, ``build_outputs``), so the logs are those of per-element
+``RunInference``, byte for byte (versioned models stamp ``model_spec`` the same way, and
+model loads become the same metrics); only the grouping of outputs differs. A stacked
+batch skips the per-element ``encode`` and is checked and cast as a whole.
+
+The model call is retried as ``RetryConfig`` says, by ``IsolatingHandler``'s retry loop.
+There is no isolation and no dead-letter output: a batch that cannot be scored stops the
+pipeline with ``InferenceError`` naming its key, the stage and why, as ``RunInference``
+does for an element without ``with_dead_letters()``.
+
+The ``AsBatch`` step wraps each batch in a ``Batch`` whose ``len`` is its element count,
+so Beam's ``num_inferences`` and batch-size metrics count elements, not batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from apache_beam.ml.inference import base
+
+from beam_infer import _encoding, _prediction_log, _tensors
+from beam_infer._config import Output
+from beam_infer._dead_letters import Stage
+from beam_infer._errors import InferenceError, InputError
+from beam_infer._handler import ModelResults, SavedModelHandler, lean_outputs
+from beam_infer._isolation import TRANSIENT_ERRORS, IsolatingHandler, _tf_message
+from beam_infer._signatures import Feed
+
+_KINDS = ("a list of elements (e.g. from beam.BatchElements()), a numpy array or "
+          "tf.Tensor stacked along axis 0 (one-input signatures), a dict of such arrays "
+          "keyed by input alias, or a (key, batch) pair")
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """One batch as the model step sees it; ``len`` counts its elements for Beam's metrics."""
+
+    value: Any
+    size: int
+    key: Any = None
+    keyed: bool = False
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def as_batch(element: Any, signature_name: str) -> Batch:
+    """Checks a PCollection element is a batch (or ``(key, batch)``) and counts it.
+
+    Raises:
+        InferenceError: the element is not a batch (stage decode); the message names
+            the kinds taken.
+    """
+    if isinstance(element, tuple):
+        if len(element) != 2:
+            error = InputError(
+                f"on_batches() got a tuple of {len(element)} items; a keyed batch is a "
+                "(key, batch) pair. Pass a batch as a list, or pair it with its key.")
+            raise _stopped(element, None, None, Stage.DECODE, error) from error
+        key, value = element
+        return Batch(value, _checked_size(value, signature_name, key), key=key, keyed=True)
+    return Batch(element, _checked_size(element, signature_name, None))
+
+
+def _checked_size(value: Any, signature_name: str, key: Any) -> int:
+    try:
+        return _size(value, signature_name)
+    except InputError as e:
+        raise _stopped(value, key, None, Stage.DECODE, e) from e
+
+
+def _size(value: Any, signature_name: str) -> int:
+    if isinstance(value, list):
+        return len(value)
+    if isinstance(value, np.ndarray | tf.Tensor):
+        if len(value.shape) == 0:
+            raise InputError(
+                f"on_batches() got a 0-d {_type_name(value)} for signature "
+                f"{signature_name!r}; a batch array has the elements along axis 0. Stack "
+                "the elements (np.stack) or pass a list of them."
+            )
+        return int(value.shape[0])
+    if isinstance(value, Mapping) and value:
+        sizes = {alias: _size(array, signature_name) for alias, array in value.items()}
+        if len(set(sizes.values())) > 1:
+            listed = ", ".join(f"{alias}: {size}" for alias, size in sizes.items())
+            raise InputError(
+                f"on_batches() got a dict batch whose arrays disagree on the batch size "
+                f"(axis 0) for signature {signature_name!r}: {listed}. Every input of a "
+                "batch needs one row per element."
+            )
+        return next(iter(sizes.values()))
+    single = isinstance(value, _encoding.ExampleLike | str | bytes | int | float)
+    hint = (" That is a single element: use bi.RunInference(spec) for single elements, "
+            "or batch them first with beam.BatchElements().") if single else ""
+    raise InputError(
+        f"on_batches() takes batches, but got {_type_name(value)} for signature "
+        f"{signature_name!r}. A batch is {_KINDS}.{hint}"
+    )
+
+
+def encode(inner: SavedModelHandler, batch: Batch, *, lean: bool) -> Any:
+    """What ``inner.call_model`` takes: ``inner.encode`` of a list, or the stacked batch.
+
+    Raises:
+        InputError: the batch is of a kind, dtype or shape the signature cannot take.
+    """
+    value = batch.value
+    plan = inner.plan
+    signature = plan.signatures[0]
+    if isinstance(value, list):
+        return inner.encode(value)
+    if plan.feed is Feed.EXAMPLES and isinstance(value, tf.Tensor) and value.shape.rank == 1 \
+            and value.dtype == tf.string:
+        # A string tensor (e.g. a tf.data batch) goes to the model as it is; only
+        # PredictionLogs, which echo each example, need its bytes in Python.
+        return value if lean else value.numpy()
+    if plan.feed is Feed.EXAMPLES and isinstance(value, np.ndarray) and value.ndim == 1 \
+            and value.dtype.kind in "OS":
+        serialized = value.astype(object)  # bytes objects, not np.bytes_
+        if not all(isinstance(v, bytes) for v in serialized):
+            raise InputError(
+                f"signature {signature.name!r} takes serialized examples; a numpy batch "
+                "for it must hold bytes, but an item is "
+                f"{_type_name(next(v for v in serialized if not isinstance(v, bytes)))}. "
+                "Serialize each example (SerializeToString()) first."
+            )
+        return serialized
+    if isinstance(value, Mapping):
+        return _tensors.stacked_tensors(value, signature)
+    if plan.feed is Feed.TENSORS and len(signature.inputs) == 1:
+        return _tensors.stacked_tensors({signature.inputs[0].alias: value}, signature)
+    if plan.feed is Feed.TENSORS:
+        aliases = ", ".join(info.alias for info in signature.inputs)
+        raise InputError(
+            f"signature {signature.name!r} takes {len(signature.inputs)} inputs ({aliases}), "
+            f"so a stacked batch must be a dict of arrays keyed by those aliases; got "
+            f"{_type_name(value)}."
+        )
+    raise InputError(
+        f"signature {signature.name!r} takes serialized examples; a batch for it is a "
+        "list of tf.train.Example/bytes or a 1-D numpy array or tf.Tensor of bytes, but got "
+        f"{_type_name(value)}{_shape_text(value)}. Parse the data inside the model, or "
+        "pick a tensor-input signature with ModelSpec(signature_names=...)."
+    )
+
+
+class BatchesHandler(base.ModelHandler[Batch, Any, Any]):
+    """Scores one ``Batch`` per call with ``SavedModelHandler``'s stages.
+
+    Wraps the ``IsolatingHandler`` that ``RunInference`` uses, for its retry loop and
+    everything it forwards to the ``SavedModelHandler``; nothing is isolated. Beam's
+    ``RunInference`` skips its own batching for it (``should_skip_batching``) and emits
+    what ``run_inference`` returns: one output per batch.
+
+    Example:
+        >>> handler = BatchesHandler(IsolatingHandler(SavedModelHandler(spec), keyed=False,
+        ...     retry=RetryConfig(), validator=None, dead_letters=False))
+        >>> (logs,) = handler.run_inference(as_batch(examples, "serving_default"), model)
+    """
+
+    def __init__(self, calls: IsolatingHandler):
+        super().__init__()
+        self._calls = calls
+
+    def run_inference(self, batch: Batch, model: Any,
+                      inference_args: Mapping[str, Any] | None = None) -> Iterable[Any]:
+        inner = self._calls.inner
+        lean = inner.output is Output.RESULT
+        if batch.size == 0:
+            answer: Any = base.PredictionResult(batch.value, {}) if lean else []
+        else:
+            try:
+                encoded = encode(inner, batch, lean=lean)
+            except Exception as e:
+                raise _stopped(batch.value, batch.key, batch.size, Stage.DECODE, e) from e
+            outcome = self._calls.call_with_retries(encoded, model)
+            if not isinstance(outcome, ModelResults):
+                # An InputError comes from stacking the elements, before the model ran.
+                stage = Stage.DECODE if isinstance(outcome.error, InputError) \
+                    else Stage.INFERENCE
+                raise _stopped(batch.value, batch.key, batch.size, stage, outcome.error,
+                               _call_reason(outcome, inner, batch.size)) from outcome.error
+            try:
+                answer = _outputs(inner, batch, encoded, outcome, lean=lean)
+            except Exception as e:
+                raise _stopped(batch.value, batch.key, batch.size, Stage.POSTPROCESS,
+                               e) from e
+        return [(batch.key, answer) if batch.keyed else answer]
+
+    def get_num_bytes(self, batch: Batch) -> int:
+        value = batch.value
+        if isinstance(value, list):
+            return self._calls.inner.get_num_bytes(value) if value else 0
+        if isinstance(value, Mapping):
+            return _tensors.num_bytes(list(value.values()))
+        if isinstance(value, np.ndarray) and value.dtype == object:
+            return sum(len(v) for v in value)
+        return _tensors.num_bytes([value])
+
+    def load_model(self) -> Any:
+        return self._calls.load_model()
+
+    def get_metrics_namespace(self) -> str:
+        return self._calls.get_metrics_namespace()
+
+    def get_resource_hints(self) -> dict:
+        return self._calls.get_resource_hints()
+
+    def should_skip_batching(self) -> bool:
+        return True
+
+    def share_model_across_processes(self) -> bool:
+        return self._calls.share_model_across_processes()
+
+    def model_copies(self) -> int:
+        return self._calls.model_copies()
+
+    def update_model_path(self, model_path: str | None = None) -> None:
+        self._calls.update_model_path(model_path)
+
+    def __repr__(self) -> str:
+        return f"BatchesHandler({self._calls.inner!r})"
+
+
+def _outputs(inner: SavedModelHandler, batch: Batch, encoded: Any, results: ModelResults, *,
+             lean: bool) -> Any:
+    """The batch's logs in order, or (lean) one ``PredictionResult`` of the whole batch."""
+    if not lean:
+        return inner.build_outputs(batch, encoded, results)
+    outputs = lean_outputs(results)
+    _prediction_log.check_batch_outputs(outputs, batch.size, inner.plan.signatures[0].name)
+    return base.PredictionResult(batch.value, outputs)
+
+
+def _call_reason(failed: Any, inner: SavedModelHandler, size: int) -> str:
+    error = failed.error
+    if isinstance(error, InputError):
+        return str(error)
+    names = ", ".join(s.name for s in inner.plan.signatures)
+    where = f"signature {names!r} of {inner.spec.model_path}"
+    text = _tf_message(error)
+    if isinstance(error, TRANSIENT_ERRORS):
+        return (f"{where} failed transiently on this batch of {size} element(s), "
+                f"{failed.attempts} time(s) in a row; last error: {text}. The model or "
+                "machine was overloaded: run the batch again, or allow more attempts with "
+                "RunInference(spec, retry=bi.RetryConfig(max_attempts=...)).")
+    return f"{where} failed on this batch: {text}"
+
+
+def _stopped(value: Any, key: Any, size: int | None, stage: Stage, error: BaseException,
+             reason: str | None = None) -> InferenceError:
+    """The error that stops the pipeline for a batch, in ``DeadLetter.describe``'s words."""
+    who = f"batch with key {key!r}" if key is not None else "batch"
+    what = _type_name(value) if size is None else f"{_type_name(value)} of {size} element(s)"
+    reason = (reason if reason is not None else _tf_message(error)).rstrip()
+    return InferenceError(
+        f"{who} ({what}) failed at stage {stage.value}: {type(error).__name__}: "
+        f"{reason}{'' if reason.endswith('.') else '.'} on_batches() has no dead-letter "
+        "output: to set failing elements aside and score the rest, score them one by one "
+        "with RunInference(spec).with_dead_letters()."
+    )
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return f"{kind.__module__}.{kind.__qualname__}" if kind.__module__ != "builtins" \
+        else kind.__qualname__
+
+
+def _shape_text(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    return f" of {getattr(dtype, 'name', dtype)} shape {list(shape)}" if shape is not None \
+        else ""
