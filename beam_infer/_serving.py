@@ -193,8 +193,9 @@ class ServingModel:
                     continue
                 _LOG.warning("beam_infer: now serving version %s of %s (was %s)",
                              number, self._base, current)
-                self._current = servable  # the swap: one reference assignment
-                self._report(servable.loaded)
+                with self._events_lock:  # the swap and its event, as one step for call()
+                    self._current = servable
+                    self._events.append(servable.loaded)
                 return True
             return True
         finally:
@@ -214,10 +215,15 @@ class ServingModel:
             self._next_poll = time.monotonic() + (self._spec.poll_interval_secs or 0)
             threading.Thread(target=self._refresh_logged, name="beam_infer-refresh",
                              daemon=True).start()
-        servable = self._current
-        outputs = [servable.model.run(name, feeds) for name, feeds in calls]
-        with self._events_lock:
+        with self._events_lock:  # the version that answers comes with the loads before it
+            servable = self._current
             events, self._events = self._events, []
+        try:
+            outputs = [servable.model.run(name, feeds) for name, feeds in calls]
+        except BaseException:
+            with self._events_lock:  # not lost: the next call that answers reports them
+                self._events[:0] = events
+            raise
         return outputs, servable.version, events
 
     def current_model(self) -> LoadedModel:

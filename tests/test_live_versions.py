@@ -118,3 +118,16 @@ def test_without_polling_the_build_time_version_serves_the_whole_job(base):
     publish(base, 2)
     time.sleep(0.1)
     assert _answer(model)[:2] == (1, 5.0)
+
+
+def test_loads_are_reported_by_the_first_call_that_answers_not_lost_with_a_failed_one(base):
+    model = bi.SavedModelHandler(
+        bi.ModelSpec(model_path=base, poll_interval_secs=MANUAL)).load_model()
+    _answer(model)
+    publish(base, 2)
+    assert model.refresh()
+    garbage = np.array([b"not an example"], dtype=object)
+    with pytest.raises(Exception, match="parse"):
+        model.call([("serving_default", {"examples": garbage})])
+    assert _answer(model) == (2, 10.0, [(2, True, True, 1)])
+    assert _answer(model) == (2, 10.0, [])
