@@ -388,8 +388,13 @@ def _variants(path: str, batch: int, signatures: tuple[str, ...], *, keyed: bool
     return steps
 
 
-def bench_multiplier(bench: Bench, n: int, batch: int) -> list[Row]:
-    """``y = 5x`` on keyed serialized Examples."""
+def bench_multiplier(bench: Bench, n: int, batch: int, *, tf_data_read: bool) -> list[Row]:
+    """``y = 5x`` on keyed serialized Examples.
+
+    Records come one per Beam element either from Beam's ``ReadFromTFRecord`` or, with
+    ``tf_data_read``, from ``bi.ReadTFRecordBatches`` flattened to one element per record
+    (framing and CRC checks in C++); every variant of one table reads the same way.
+    """
     path = models.ensure_multiplier_model(os.path.join(bench.work_dir, "five"), 5.0)
     records = [models.make_example(float(i % 1000)).SerializeToString() for i in range(n)]
     data = Data.write(os.path.join(bench.work_dir, "five_data"), records)
@@ -398,14 +403,22 @@ def bench_multiplier(bench: Bench, n: int, batch: int) -> list[Row]:
                        lambda b: {"examples": tf.constant(np.array(b, dtype=object))})
 
     def read(p: beam.Pipeline, files: str) -> beam.PCollection:
-        return (p | "Read" >> beam.io.ReadFromTFRecord(files)
-                  | "Key" >> beam.Map(with_key).with_output_types(tuple[bytes, bytes]))
+        if tf_data_read:
+            records = (p | "Read" >> bi.ReadTFRecordBatches(files, batch_size=batch)
+                         | "PerRecord" >> beam.FlatMap(batch_records))
+        else:
+            records = p | "Read" >> beam.io.ReadFromTFRecord(files)
+        return records | "Key" >> beam.Map(with_key).with_output_types(tuple[bytes, bytes])
 
     rows = [Row("direct loop (the limit)", loop),
             bench.pipeline("read and key only (runner floor)", data, read)]
     for name, step in _variants(path, batch, (), keyed=True, with_tfx=True):
         rows.append(bench.pipeline(name, data, read, step))
     return rows
+
+
+def batch_records(batch: tf.Tensor) -> list[bytes]:
+    return batch.numpy().tolist()
 
 
 def bench_mlp(bench: Bench, n: int, batch: int, *, dense: bool, two_workers: bool
@@ -539,7 +552,12 @@ def main(argv: Sequence[str] | None = None) -> str:
     bench = Bench(work_dir, repeat=args.repeat)
     tables = [
         format_table(f"y = 5x, keyed serialized Examples, n={args.n_small:,}",
-                     bench_multiplier(bench, args.n_small, args.batch_size)),
+                     bench_multiplier(bench, args.n_small, args.batch_size,
+                                      tf_data_read=False)),
+        format_table(f"y = 5x, keyed serialized Examples read by tf.data "
+                     f"(bi.ReadTFRecordBatches, one element per record), n={args.n_small:,}",
+                     bench_multiplier(bench, args.n_small, args.batch_size,
+                                      tf_data_read=True)),
         format_table(f"MLP 784-512-512-10, serialized Examples, n={args.n_mlp:,}",
                      bench_mlp(bench, args.n_mlp, args.batch_size, dense=False,
                                two_workers=False)),

@@ -31,6 +31,9 @@ def test_smoke_run_prints_every_variant_and_one_load_per_worker(tmp_path, monkey
         "direct loop (the limit)", "read and key only (runner floor)", "tfx-bsl RunInference",
         "Beam RunInference + tfx-bsl CreateModelHandler", "beam_infer PredictionLog",
         "beam_infer lean (PredictionResult)"]
+    five_tf_data = _rows(report, "y = 5x, keyed serialized Examples read by tf.data "
+                         "(bi.ReadTFRecordBatches, one element per record), n=300")
+    assert list(five_tf_data) == list(five)
     examples = _rows(report, "MLP 784-512-512-10, serialized Examples, n=200")
     reading = "direct loop reading the files (tf.data, no Beam)"
     assert list(examples) == [
@@ -51,7 +54,8 @@ def test_smoke_run_prints_every_variant_and_one_load_per_worker(tmp_path, monkey
         "read only, 2 workers (TF imported)", "beam_infer lean, 2 workers",
         "beam_infer on_batches lean (bi.ReadTFRecordBatches), 2 workers"]
     loads = {(title, name): cells[5]
-             for title, table in (("five", five), ("examples", examples), ("dense", dense))
+             for title, table in (("five", five), ("five_tf_data", five_tf_data),
+                                  ("examples", examples), ("dense", dense))
              for name, cells in table.items() if name.startswith("beam_infer")}
     assert set(loads.values()) <= {"1", "2"}
     assert [key for key, count in loads.items() if count == "2"] == [
