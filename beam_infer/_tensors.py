@@ -97,13 +97,11 @@ def stacked_tensors(batch: Mapping[str, Any], signature: Signature) -> TensorBat
     for info in signature.inputs:
         array = _as_array(batch[info.alias], info, signature)
         expected = info.shape
-        if expected is not None and (array.ndim != len(expected) or not all(
-                e is None or e == d for e, d in zip(expected[1:], array.shape[1:],
-                                                    strict=True))):
-            want = "[" + ",".join("?" if d is None else str(d) for d in expected) + "]"
+        if expected is not None and (array.ndim != len(expected)
+                                     or not _fits(expected[1:], array.shape[1:])):
             raise InputError(
                 f"input {info.alias!r} of signature {signature.name!r} takes batches of "
-                f"shape {want} ({info.describe()}); got a stacked batch of shape "
+                f"shape {_shape_text(expected)} ({info.describe()}); got a stacked batch of shape "
                 f"{list(array.shape)}. Stack elements of one example's shape along a new "
                 "first axis (np.stack), or pass a list of elements."
             )
@@ -240,16 +238,23 @@ def _check_row_shape(shape: tuple[int, ...], info: TensorInfo, signature: Signat
     if info.shape is None:
         return
     expected = info.shape[1:]
-    if len(shape) == len(expected) and all(
-            e is None or e == d for e, d in zip(expected, shape, strict=True)):
+    if len(shape) == len(expected) and _fits(expected, shape):
         return
-    want = "[" + ",".join("?" if d is None else str(d) for d in expected) + "]"
     raise InputError(
         f"input {info.alias!r} of signature {signature.name!r} takes elements of shape "
-        f"{want} (the signature's {info.describe()} without its batch dimension); "
+        f"{_shape_text(expected)} (the signature's {info.describe()} without its batch dimension); "
         f"element {index} of the batch has shape {list(shape)}. Give each element the "
         "shape of one example, without a batch dimension."
     )
+
+
+def _fits(expected: Sequence[int | None], shape: Sequence[int]) -> bool:
+    """Same rank assumed: every known dimension of ``expected`` matches ``shape``'s."""
+    return all(e is None or e == d for e, d in zip(expected, shape, strict=True))
+
+
+def _shape_text(shape: Sequence[int | None]) -> str:
+    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def num_bytes(batch: Sequence[Any]) -> int:

@@ -503,6 +503,23 @@ def poison_examples(path: PathLike, *, factor: float = 5.0) -> str:
     return path
 
 
+def summing_examples(path: PathLike) -> str:
+    """A signature whose output drops the batch dimension: one sum for the whole batch.
+
+    What TF Serving cannot split into per-element results; the handler must say so.
+    """
+    path = os.fspath(path)
+    module = tf.Module()
+
+    @tf.function(input_signature=[_EXAMPLES_SPEC])
+    def serving_default(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        x = tf.io.parse_example(examples, _FEATURE_SPEC)["x"]
+        return {"output_0": tf.reduce_sum(x)}
+
+    tf.saved_model.save(module, path, signatures={"serving_default": serving_default})
+    return path
+
+
 def flaky_examples(path: PathLike, *, failure: str, fail_calls: int = 1,
                    factor: float = 5.0) -> str:
     """A ``y = factor * x`` Example model whose first ``fail_calls`` calls fail transiently.

@@ -350,15 +350,7 @@ def test_byte_counts_of_numeric_and_string_tensors_need_no_python_copy(zoo):
 
 @pytest.mark.parametrize("output", [bi.Output.PREDICTION_LOG, bi.Output.RESULT])
 def test_outputs_without_the_batch_dimension_stop_at_stage_postprocess(tmp_path, output):
-    module = tf.Module()
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-    def serve(examples):
-        x = tf.io.parse_example(examples, {"x": tf.io.FixedLenFeature([1], tf.float32)})["x"]
-        return {"output_0": tf.reduce_sum(x)}  # one number for the whole batch
-
-    path = str(tmp_path / "summing")
-    tf.saved_model.save(module, path, signatures={"serving_default": serve})
+    path = model_zoo.summing_examples(tmp_path / "summing")
     with pytest.raises(bi.InferenceError) as error:
         _batched(_handler(path, output=output), model_zoo.make_examples([1.0, 2.0]))
     assert str(error.value) == (

@@ -174,15 +174,7 @@ def test_run_inference_refuses_a_retry_that_is_not_a_retry_config(zoo):
 
 
 def test_outputs_without_the_batch_dimension_fail_at_postprocess(tmp_path):
-    module = tf.Module()
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-    def serve(examples):
-        x = tf.io.parse_example(examples, {"x": tf.io.FixedLenFeature([1], tf.float32)})["x"]
-        return {"output_0": tf.reduce_sum(x)}  # one number for the whole batch
-
-    path = str(tmp_path / "summing")
-    tf.saved_model.save(module, path, signatures={"serving_default": serve})
+    path = model_zoo.summing_examples(tmp_path / "summing")
     handler = _isolating(path)
     outputs = handler.run_inference(model_zoo.make_examples([1.0, 2.0]), handler.load_model())
     assert [(o.stage, o.error_type) for o in outputs] == [
