@@ -14,8 +14,10 @@ are concatenated and parsed once by upb, in C, instead of built field by field.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -98,27 +100,34 @@ def check_batch_outputs(outputs: Mapping[str, np.ndarray], batch_size: int,
 
 
 def row_tensor_bytes(batch: np.ndarray) -> list[bytes]:
-    """``row_tensor_proto(row).SerializeToString()`` for every row of ``batch``, made fast.
+    """``row_tensor_proto(row).SerializeToString()`` for every row of ``batch``, made fast."""
+    prefix, payloads = _row_tensor_parts(batch)
+    return [prefix + payload for payload in payloads] if prefix else list(payloads)
+
+
+def _row_tensor_parts(batch: np.ndarray) -> tuple[bytes, list[bytes]]:
+    """Each row's encoded tensor as one prefix shared by all rows plus the row's own bytes.
 
     Fixed-width numbers are stored raw (``tensor_content``, or packed ``float_val`` /
     ``double_val`` for one value), so every row's encoding is one constant prefix plus
-    the row's bytes: one proto is built per batch, and rows are sliced from one buffer.
+    the row's bytes: one proto is built per batch, and rows are cut from one buffer by a
+    numpy view. Other rows are encoded one by one, with an empty prefix.
     """
     rows = len(batch)
     if rows == 0:
-        return []
+        return b"", []
     row_size = int(np.prod(batch.shape[1:]))
     if batch.dtype in _RAW_ALWAYS or (batch.dtype in _PACKED and row_size > 1):
         contiguous = np.ascontiguousarray(batch)
         width = contiguous[0].nbytes
         first = row_tensor_proto(contiguous[0]).SerializeToString()
-        buffer = contiguous.tobytes()
-        if width and first.endswith(buffer[:width]):
-            prefix = first[:-width]
-            return [prefix + buffer[i:i + width] for i in range(0, rows * width, width)]
+        if width and first.endswith(contiguous[0].tobytes()):
+            # Void items are raw bytes: unlike "S" items, trailing zero bytes are kept.
+            payloads = contiguous.reshape(rows, -1).view(f"V{width}").ravel().tolist()
+            return first[:-width], payloads
     # Rows of a 1-D object array are bare bytes; asarray makes them 0-d arrays again.
-    return [row_tensor_proto(np.asarray(row, dtype=batch.dtype)).SerializeToString()
-            for row in batch]
+    return b"", [row_tensor_proto(np.asarray(row, dtype=batch.dtype)).SerializeToString()
+                 for row in batch]
 
 
 # Dtypes whose values are raw little-endian bytes at any row size.
@@ -205,12 +214,21 @@ def _spec_piece(signature_name: str, model: tuple[str, int] | None = None) -> by
                   + _field(_PREDICT_RESPONSE, _field(_RESPONSE_MODEL_SPEC, spec)))
 
 
-def _wrapped(payloads: Sequence[bytes], wrap: Callable[[bytes], bytes]) -> list[bytes]:
-    headers = _Headers(wrap)
-    return [headers[len(p)] + p for p in payloads]
+@dataclasses.dataclass(frozen=True)
+class _Column:
+    """One field of every log in a batch: a payload per element, and its wrapping."""
+
+    payloads: Sequence[bytes]
+    headers: _Headers
 
 
-def _parse_logs(spec: bytes, columns: Sequence[Sequence[bytes]]) -> list[PredictionLog]:
+def _tensor_column(batch: np.ndarray, piece: Callable[[bytes], bytes]) -> _Column:
+    """A column of ``piece(row tensor)`` for every row of ``batch``."""
+    prefix, payloads = _row_tensor_parts(batch)
+    return _Column(payloads, _Headers(lambda payload: piece(prefix + payload)))
+
+
+def _parse_logs(spec: bytes, columns: Sequence[_Column]) -> list[PredictionLog]:
     """Parses each element's pieces as one PredictionLog, the whole batch in one call.
 
     Encoded messages concatenated parse as their merge (protobuf's wire format rule), so
@@ -218,15 +236,32 @@ def _parse_logs(spec: bytes, columns: Sequence[Sequence[bytes]]) -> list[Predict
     ``_PredictionLogs`` message and parsed once by upb, in C; each log is then a view of
     that batch's arena, a full ``PredictionLog`` to its users.
     """
-    parts: list[bytes] = []
-    append = parts.append
-    base = len(spec)
-    for pieces in zip(*columns, strict=True):
-        size = base + sum(map(len, pieces))
-        append(_LOGS_ENTRY + (_VARINTS[size] if size < 16384 else _varint(size)))
-        append(spec)
-        parts.extend(pieces)
-    return list(_PredictionLogs.FromString(b"".join(parts)).logs)
+    if len({len(column.payloads) for column in columns}) > 1:
+        raise ValueError(f"columns of different lengths: {[len(c.payloads) for c in columns]}")
+    widths = [set(map(len, column.payloads)) for column in columns]
+    if all(len(w) == 1 for w in widths):
+        # The common case, one payload length per column: every header is the same, so
+        # the batch is joined in C with no Python step per element.
+        heads = [column.headers[w] for column, (w,) in zip(columns, widths, strict=True)]
+        size = len(spec) + sum(map(len, heads)) + sum(w for (w,) in widths)
+        streams: list[Iterable[bytes]] = []
+        for i, (head, column) in enumerate(zip(heads, columns, strict=True)):
+            first = _LOGS_ENTRY + _length(size) + spec if i == 0 else b""
+            streams += [itertools.repeat(first + head), column.payloads]
+        # Not strict: the repeats are endless, the payloads (checked above) set the end.
+        buffer = b"".join(itertools.chain.from_iterable(zip(*streams, strict=False)))
+    else:
+        parts: list[bytes] = []
+        for payloads in zip(*(column.payloads for column in columns), strict=True):
+            pieces = [column.headers[len(p)] + p
+                      for column, p in zip(columns, payloads, strict=True)]
+            parts += [_LOGS_ENTRY, _length(len(spec) + sum(map(len, pieces))), spec, *pieces]
+        buffer = b"".join(parts)
+    return list(_PredictionLogs.FromString(buffer).logs)
+
+
+def _length(size: int) -> bytes:
+    return _VARINTS[size] if size < 16384 else _varint(size)
 
 
 def _logs_message_class() -> type:
@@ -253,8 +288,8 @@ def _logs_message_class() -> type:
 _LOGS_ENTRY = b"\x0a"  # _PredictionLogs.logs = 1
 
 
-def _output_columns(outputs: Mapping[str, np.ndarray]) -> list[list[bytes]]:
-    return [_wrapped(row_tensor_bytes(value), functools.partial(_output_piece, alias.encode()))
+def _output_columns(outputs: Mapping[str, np.ndarray]) -> list[_Column]:
+    return [_tensor_column(value, functools.partial(_output_piece, alias.encode()))
             for alias, value in outputs.items()]
 
 
@@ -272,7 +307,7 @@ def predict_logs(serialized: Sequence[bytes], outputs: Mapping[str, np.ndarray],
         return _input_piece(alias, _EXAMPLE_TENSOR_PREFIX + _field(_STRING_VAL, example))
 
     return _parse_logs(_spec_piece(signature_name, model),
-                       [_wrapped(serialized, wrap), *_output_columns(outputs)])
+                       [_Column(serialized, _Headers(wrap)), *_output_columns(outputs)])
 
 
 def tensor_predict_logs(rows: Mapping[str, Sequence[np.ndarray]],
@@ -282,9 +317,10 @@ def tensor_predict_logs(rows: Mapping[str, Sequence[np.ndarray]],
     """Predict logs for tensor inputs: each element's tensors with a leading 1."""
     check_batch_outputs(outputs, batch_size, signature_name)
     inputs = [
-        _wrapped(row_tensor_bytes(value) if isinstance(value, np.ndarray)
-                 else [row_tensor_proto(np.asarray(r)).SerializeToString() for r in value],
-                 functools.partial(_input_piece, alias.encode()))
+        _tensor_column(value, functools.partial(_input_piece, alias.encode()))
+        if isinstance(value, np.ndarray) else
+        _Column([row_tensor_proto(np.asarray(r)).SerializeToString() for r in value],
+                _Headers(functools.partial(_input_piece, alias.encode())))
         for alias, value in rows.items()]
     return _parse_logs(_spec_piece(signature_name, model),
                        [*inputs, *_output_columns(outputs)])

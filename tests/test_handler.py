@@ -89,9 +89,12 @@ def _field_by_field_predict_log(example: bytes, output: np.ndarray, model: tuple
 
 
 @pytest.mark.parametrize("version", [1, 300, 2**40])
-def test_wire_built_predict_logs_equal_logs_built_field_by_field(version):
-    examples = [b"example-%d" % i * (i + 1) for i in range(5)]
+@pytest.mark.parametrize("lengths", ["equal", "different"])
+def test_wire_built_predict_logs_equal_logs_built_field_by_field(version, lengths):
+    # Equal lengths take the joined-in-C path, different ones the per-element path.
+    examples = [b"example-%d" % i * (1 if lengths == "equal" else i + 1) for i in range(5)]
     outputs = np.arange(10, dtype=np.float32).reshape(5, 2)
+    outputs[3] = 0.0  # a row of zero bytes is still a full row
     logs = bi_logs.predict_logs(examples, {"y": outputs}, input_alias="examples",
                                 signature_name="serving_default", model=("m", version))
     expected = [_field_by_field_predict_log(e, o, ("m", version))
