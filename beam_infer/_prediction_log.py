@@ -229,63 +229,29 @@ def _tensor_column(batch: np.ndarray, piece: Callable[[bytes], bytes]) -> _Colum
 
 
 def _parse_logs(spec: bytes, columns: Sequence[_Column]) -> list[PredictionLog]:
-    """Parses each element's pieces as one PredictionLog, the whole batch in one call.
+    """Parses each element's pieces as one PredictionLog.
 
     Encoded messages concatenated parse as their merge (protobuf's wire format rule), so
-    each piece sets its own fields. The batch is framed as the repeated field of a
-    ``_PredictionLogs`` message and parsed once by upb, in C; each log is then a view of
-    that batch's arena, a full ``PredictionLog`` to its users.
+    each piece sets its own fields and upb, in C, does the rest. Each log is parsed on its
+    own: logs parsed from one batch buffer would each keep the whole batch's memory alive.
     """
     if len({len(column.payloads) for column in columns}) > 1:
         raise ValueError(f"columns of different lengths: {[len(c.payloads) for c in columns]}")
     widths = [set(map(len, column.payloads)) for column in columns]
     if all(len(w) == 1 for w in widths):
         # The common case, one payload length per column: every header is the same, so
-        # the batch is joined in C with no Python step per element.
-        heads = [column.headers[w] for column, (w,) in zip(columns, widths, strict=True)]
-        size = len(spec) + sum(map(len, heads)) + sum(w for (w,) in widths)
+        # each log's bytes are joined in C with no Python step per element.
         streams: list[Iterable[bytes]] = []
-        for i, (head, column) in enumerate(zip(heads, columns, strict=True)):
-            first = _LOGS_ENTRY + _length(size) + spec if i == 0 else b""
-            streams += [itertools.repeat(first + head), column.payloads]
+        for i, (column, (width,)) in enumerate(zip(columns, widths, strict=True)):
+            streams += [itertools.repeat((spec if i == 0 else b"") + column.headers[width]),
+                        column.payloads]
         # Not strict: the repeats are endless, the payloads (checked above) set the end.
-        buffer = b"".join(itertools.chain.from_iterable(zip(*streams, strict=False)))
+        encoded: Iterable[bytes] = map(b"".join, zip(*streams, strict=False))
     else:
-        parts: list[bytes] = []
-        for payloads in zip(*(column.payloads for column in columns), strict=True):
-            pieces = [column.headers[len(p)] + p
-                      for column, p in zip(columns, payloads, strict=True)]
-            parts += [_LOGS_ENTRY, _length(len(spec) + sum(map(len, pieces))), spec, *pieces]
-        buffer = b"".join(parts)
-    return list(_PredictionLogs.FromString(buffer).logs)
-
-
-def _length(size: int) -> bytes:
-    return _VARINTS[size] if size < 16384 else _varint(size)
-
-
-def _logs_message_class() -> type:
-    """``message _PredictionLogs { repeated tensorflow.serving.PredictionLog logs = 1; }``."""
-    from google.protobuf import descriptor_pb2, message_factory
-
-    pool = PredictionLog.DESCRIPTOR.file.pool
-    name = "beam_infer._PredictionLogs"
-    try:
-        descriptor = pool.FindMessageTypeByName(name)
-    except KeyError:
-        field = descriptor_pb2.FieldDescriptorProto
-        file = descriptor_pb2.FileDescriptorProto(
-            name="beam_infer/_prediction_logs.proto", package="beam_infer", syntax="proto3",
-            dependency=[PredictionLog.DESCRIPTOR.file.name])
-        file.message_type.add(name="_PredictionLogs").field.add(
-            name="logs", number=1, type=field.TYPE_MESSAGE, label=field.LABEL_REPEATED,
-            type_name=f".{PredictionLog.DESCRIPTOR.full_name}")
-        pool.Add(file)
-        descriptor = pool.FindMessageTypeByName(name)
-    return message_factory.GetMessageClass(descriptor)
-
-
-_LOGS_ENTRY = b"\x0a"  # _PredictionLogs.logs = 1
+        encoded = (spec + b"".join(column.headers[len(p)] + p
+                                   for column, p in zip(columns, payloads, strict=True))
+                   for payloads in zip(*(column.payloads for column in columns), strict=True))
+    return list(map(PredictionLog.FromString, encoded))
 
 
 def _output_columns(outputs: Mapping[str, np.ndarray]) -> list[_Column]:
@@ -449,5 +415,3 @@ def stamp_model_spec(logs: Sequence[PredictionLog], name: str, version: int,
             message.model_spec.version.value = version
             message.model_spec.signature_name = signature_name
 
-
-_PredictionLogs = _logs_message_class()
