@@ -39,7 +39,7 @@ from beam_infer._config import Output
 from beam_infer._dead_letters import Stage
 from beam_infer._errors import InferenceError, InputError
 from beam_infer._handler import ModelResults, SavedModelHandler, lean_outputs
-from beam_infer._isolation import TRANSIENT_ERRORS, IsolatingHandler, _tf_message
+from beam_infer._isolation import TRANSIENT_ERRORS, IsolatingHandler, tf_message
 from beam_infer._signatures import Feed
 
 _KINDS = ("a list of elements (e.g. from beam.BatchElements()), a numpy array or "
@@ -255,7 +255,7 @@ def _call_reason(failed: Any, inner: SavedModelHandler, size: int) -> str:
         return str(error)
     names = ", ".join(s.name for s in inner.plan.signatures)
     where = f"signature {names!r} of {inner.spec.model_path}"
-    text = _tf_message(error)
+    text = tf_message(error)
     if isinstance(error, TRANSIENT_ERRORS):
         return (f"{where} failed transiently on this batch of {size} element(s), "
                 f"{failed.attempts} time(s) in a row; last error: {text}. The model or "
@@ -269,7 +269,7 @@ def _stopped(value: Any, key: Any, size: int | None, stage: Stage, error: BaseEx
     """The error that stops the pipeline for a batch, in ``DeadLetter.describe``'s words."""
     who = f"batch with key {key!r}" if key is not None else "batch"
     what = _type_name(value) if size is None else f"{_type_name(value)} of {size} element(s)"
-    reason = (reason if reason is not None else _tf_message(error)).rstrip()
+    reason = (reason if reason is not None else tf_message(error)).rstrip()
     return InferenceError(
         f"{who} ({what}) failed at stage {stage.value}: {type(error).__name__}: "
         f"{reason}{'' if reason.endswith('.') else '.'} on_batches() has no dead-letter "

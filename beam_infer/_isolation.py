@@ -410,7 +410,7 @@ def _rows(results: ModelResults, size: int):
 def _reason(error: BaseException, stage: Stage, inner: SavedModelHandler,
             attempts: int, batch_size: int) -> str:
     names = ", ".join(s.name for s in inner.plan.signatures)
-    text = _tf_message(error)
+    text = tf_message(error)
     where = f"signature {names!r} of {inner.spec.model_path}"
     if stage is Stage.INFERENCE and isinstance(error, TRANSIENT_ERRORS):
         return (f"{where} failed transiently on a call of {batch_size} element(s) holding "
@@ -422,7 +422,7 @@ def _reason(error: BaseException, stage: Stage, inner: SavedModelHandler,
     return text
 
 
-def _tf_message(error: BaseException) -> str:
+def tf_message(error: BaseException) -> str:
     """The useful lines of a TensorFlow error: no stack-trace banner, no node names."""
     text = error.message if isinstance(error, tf.errors.OpError) else str(error)
     kept = []
