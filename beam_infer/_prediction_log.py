@@ -9,7 +9,8 @@ as each element's tensor with a leading 1, like the outputs.
 
 Predict logs are the hot path on small models, so they are written on the wire: each
 element's pieces (constant headers cached per batch, plus the example's or row's bytes)
-are concatenated and parsed once by upb, in C, instead of built field by field.
+are joined, in C when the batch's payloads have one length, and each log is parsed once
+by upb instead of built field by field.
 """
 
 from __future__ import annotations
