@@ -39,11 +39,15 @@ class ModelResults:
             predict logs echo); None for serialized examples.
         version: The model version that answered (``version`` None for a plain
             SavedModel directory, whose logs carry no model name or version).
+        loads: Model loads on this worker since the previous call, for
+            ``SavedModelHandler.report_loads`` to turn into metrics in the thread that
+            runs the bundle (Beam drops metrics updated from other threads).
     """
 
     outputs: list[tuple[Signature, dict[str, np.ndarray]]]
     rows: dict[str, Sequence[np.ndarray]] | None = None
     version: _versions.ModelVersion | None = None
+    loads: tuple[LoadEvent, ...] = ()
 
 
 class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult, ServingModel]):
@@ -133,7 +137,9 @@ class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult,
         if not batch:
             return []
         encoded = self.encode(batch)
-        return self.build_outputs(batch, encoded, self.call_model(encoded, model))
+        results = self.call_model(encoded, model)
+        self.report_loads(results)
+        return self.build_outputs(batch, encoded, results)
 
     # The three stages of run_inference, separate so that a wrapper (see _isolation) can
     # tell which one failed and retry or isolate just that one.
@@ -161,7 +167,7 @@ class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult,
         it is.
 
         The served version answers (it may change between calls when versions are
-        followed); loads it reported since the previous call become metrics here.
+        followed); loads since the previous call come back in ``ModelResults.loads``.
 
         Raises:
             InputError: the elements cannot be stacked into the signature's inputs.
@@ -182,10 +188,13 @@ class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult,
                 if plan.operation is Operation.MULTI_INFERENCE else [first]
             calls = [(s.name, {s.inputs[0].alias: feed}) for s in signatures]
         outputs, version, events = model.call(calls)
-        for event in events:
-            _report_load(event)
         return ModelResults(list(zip(signatures, outputs, strict=True)), rows=rows,
-                            version=version)
+                            version=version, loads=tuple(events))
+
+    def report_loads(self, results: ModelResults) -> None:
+        """Metrics for the model loads ``results`` carries; call it from the bundle's thread."""
+        for event in results.loads:
+            _report_load(event)
 
     def build_outputs(self, batch: Sequence[Any], encoded: Sequence[Any],
                       results: ModelResults) -> list[PredictionLog] | list[PredictionResult]:

@@ -103,6 +103,7 @@ class IsolatingHandler(base.ModelHandler):
         self._validator = validator
         self._dead_letters = dead_letters
         self._env_vars = {}
+        self._late: list[ModelResults] = []  # timed-out calls that finished later
 
     # --- the batch path ---------------------------------------------------------------
 
@@ -119,38 +120,55 @@ class IsolatingHandler(base.ModelHandler):
     def call_with_retries(self, encoded: Sequence[Any], model: Any
                           ) -> ModelResults | _Failed:
         retry = self._retry
-        for attempt in range(1, retry.max_attempts + 1):
-            try:
-                return self._call(encoded, model)
-            except Exception as e:  # noqa: BLE001 - every failure is reported, none lost
-                if not isinstance(e, TRANSIENT_ERRORS):
-                    return _Failed(e, attempt, transient=False)
-                if attempt == retry.max_attempts:
-                    return _Failed(e, attempt, transient=True)
-                Metrics.counter(METRICS_NAMESPACE, "inference_retries").inc()
-                time.sleep(retry.backoff_secs(attempt))
-        raise AssertionError("unreachable")
+        try:
+            for attempt in range(1, retry.max_attempts + 1):
+                try:
+                    results = self._call(encoded, model)
+                except Exception as e:  # noqa: BLE001 - every failure is reported, none lost
+                    if not isinstance(e, TRANSIENT_ERRORS):
+                        return _Failed(e, attempt, transient=False)
+                    if attempt == retry.max_attempts:
+                        return _Failed(e, attempt, transient=True)
+                    Metrics.counter(METRICS_NAMESPACE, "inference_retries").inc()
+                    time.sleep(retry.backoff_secs(attempt))
+                    continue
+                self._inner.report_loads(results)
+                return results
+            raise AssertionError("unreachable")
+        finally:
+            while self._late:  # calls that finished after their timeout
+                self._inner.report_loads(self._late.pop(0))
 
     def _call(self, encoded: Sequence[Any], model: Any) -> ModelResults:
         timeout = self._retry.call_timeout_secs
         if timeout is None:
             return self._inner.call_model(encoded, model)
         outcome: dict[str, Any] = {}
+        lock = threading.Lock()
 
         def target() -> None:
             try:
-                outcome["value"] = self._inner.call_model(encoded, model)
+                value = self._inner.call_model(encoded, model)
             except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
-                outcome["error"] = e
+                with lock:
+                    outcome["error"] = e
+                return
+            with lock:
+                outcome["value"] = value
+                if outcome.get("abandoned"):
+                    # Nobody waits for it: its loads are reported by the next call.
+                    self._late.append(value)
 
         # TensorFlow cannot cancel a running call: on timeout the thread is abandoned.
         worker = threading.Thread(target=target, name="beam-infer-model-call", daemon=True)
         worker.start()
         worker.join(timeout)
-        if worker.is_alive():
-            raise CallTimeoutError(
-                f"the model call on {len(encoded)} element(s) did not finish within "
-                f"{timeout:g} s (RetryConfig.call_timeout_secs)")
+        with lock:
+            if "value" not in outcome and "error" not in outcome:
+                outcome["abandoned"] = True
+                raise CallTimeoutError(
+                    f"the model call on {len(encoded)} element(s) did not finish within "
+                    f"{timeout:g} s (RetryConfig.call_timeout_secs)")
         if "error" in outcome:
             raise outcome["error"]
         return outcome["value"]
@@ -363,10 +381,13 @@ class _Run:
                 logs.append(log)
         has_key, keys, out = self._has_key, self._keys, self.results
         if complete and len(indices) == len(out) and not self.failed:
-            # The whole batch scored: one pass in C.
-            self.results = list(zip(keys, logs, strict=True)) \
-                if has_key is not None and all(has_key) else list(logs)
-            return
+            # The whole batch scored, all pairs or none: one pass in C.
+            if has_key is None or not any(has_key):
+                self.results = list(logs)
+                return
+            if all(has_key):
+                self.results = list(zip(keys, logs, strict=True))
+                return
         for i, log in zip(indices, logs, strict=True):
             if log is not None:
                 out[i] = (keys[i], log) if has_key is not None and has_key[i] else log

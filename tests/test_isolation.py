@@ -4,6 +4,7 @@ when transient and bisected otherwise, so only the bad elements fail."""
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import tensorflow as tf
@@ -120,8 +121,18 @@ def test_without_dead_letters_the_first_failure_stops_with_key_stage_and_reason(
 def test_a_call_that_times_out_is_retried_and_then_scores(fault_zoo):
     retry = bi.RetryConfig(max_attempts=2, initial_backoff_secs=0.01, call_timeout_secs=1.0)
     handler = _isolating(fault_zoo.slow, retry=retry)
-    outputs = handler.run_inference(model_zoo.make_examples([1.0, 2.0]), handler.load_model())
+    model = handler.load_model()
+    outputs = handler.run_inference(model_zoo.make_examples([1.0, 2.0]), model)
     assert [_value(o) for o in outputs] == [5.0, 10.0]
+    # The abandoned first call took the model's load event with it; when it finishes,
+    # the event waits for the next call to report it instead of being lost.
+    deadline = time.monotonic() + 10
+    while not handler._late:
+        assert time.monotonic() < deadline, "the abandoned call never handed back its loads"
+        time.sleep(0.05)
+    assert [event.ok for results in handler._late for event in results.loads] == [True]
+    handler.run_inference(model_zoo.make_examples([3.0]), model)
+    assert handler._late == []
 
 
 def test_a_batch_whose_retries_run_out_is_dead_lettered_whole(fault_zoo):
@@ -198,3 +209,37 @@ def test_multi_inference_isolates_a_bad_element_and_explains_it(zoo):
     assert (outputs[1].stage, outputs[1].error_type) == (bi.Stage.DECODE, "DecodeError")
     assert outputs[1].message.startswith(
         "2 bytes b'\\x00\\x01' do not parse as a tf.train.Example")
+
+
+@pytest.mark.parametrize("dead_letters", [True, False])
+def test_a_batch_mixing_pairs_and_bare_elements_keeps_every_pairs_key(zoo, dead_letters):
+    # Undeclared element types decide keys per element: only pairs get (key, log).
+    handler = _isolating(zoo.five, dead_letters=dead_letters)
+    examples = model_zoo.make_examples([1.0, 2.0, 3.0, 4.0])
+    batch = [("a", examples[0]), examples[1], ("c", examples[2]), examples[3]]
+    outputs = handler.run_inference(batch, handler.load_model())
+    assert [o[0] if isinstance(o, tuple) else None for o in outputs] == ["a", None, "c", None]
+    values = [_value(o[1] if isinstance(o, tuple) else o) for o in outputs]
+    assert values == [5.0, 10.0, 15.0, 20.0]
+
+
+def test_load_metrics_are_reported_when_model_calls_run_under_a_timeout(zoo, tmp_path):
+    # With call_timeout_secs the model runs in a helper thread, where Beam keeps no
+    # metrics: the loads it returns are reported by the bundle's own thread.
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from tests.beam_helpers import run_collect
+
+    spec = bi.ModelSpec(model_path=zoo.five)
+    retry = bi.RetryConfig(call_timeout_secs=30.0)
+
+    def build(p):
+        examples = model_zoo.make_examples([1.0, 2.0])
+        return {"logs": p | beam.Create(examples) | bi.RunInference(spec, retry=retry)}
+
+    outputs, result = run_collect(build, str(tmp_path))
+    assert len(outputs["logs"]) == 2
+    metrics = result.metrics().query(MetricsFilter().with_namespace("beam_infer"))
+    distributions = {m.key.metric.name: m.committed for m in metrics["distributions"]}
+    assert distributions["saved_model_byte_size"].count == 1
