@@ -7,8 +7,9 @@ batches (``bi.ReadTFRecordBatches``, a TFXIO ``BeamSource(batch_size)``,
 and gets one output per batch.
 
 A batch is a ``list`` of the elements ``RunInference`` takes one by one, a numpy array
-or ``tf.Tensor`` stacked along axis 0 (one-input signatures; a 1-D array of bytes for a
-serialized-example signature), a ``dict`` of such arrays keyed by input alias, or a
+or ``tf.Tensor`` stacked along axis 0 (one-input signatures; a 1-D ``dtype=object``
+array or string tensor of bytes for a serialized-example signature, or of raw text for a
+one-string-input predict signature), a ``dict`` of such arrays keyed by input alias, or a
 ``(key, batch)`` pair. Each batch goes through ``SavedModelHandler``'s own stages
 (``encode``, ``call_model``, ``build_outputs``), so the logs are those of per-element
 ``RunInference``, byte for byte (versioned models stamp ``model_spec`` the same way, and
@@ -40,7 +41,7 @@ from beam_infer._dead_letters import Stage
 from beam_infer._errors import InferenceError, InputError
 from beam_infer._handler import ModelResults, SavedModelHandler, lean_outputs
 from beam_infer._isolation import TRANSIENT_ERRORS, IsolatingHandler, tf_message
-from beam_infer._signatures import Feed
+from beam_infer._signatures import Feed, Operation
 
 _KINDS = ("a list of elements (e.g. from beam.BatchElements()), a numpy array or "
           "tf.Tensor stacked along axis 0 (one-input signatures), a dict of such arrays "
@@ -131,17 +132,28 @@ def encode(inner: SavedModelHandler, batch: Batch, *, lean: bool) -> Any:
         # A string tensor (e.g. a tf.data batch) goes to the model as it is; only
         # PredictionLogs, which echo each example, need its bytes in Python.
         return value if lean else value.numpy()
-    if plan.feed is Feed.EXAMPLES and isinstance(value, np.ndarray) and value.ndim == 1 \
-            and value.dtype.kind in "OS":
-        serialized = value.astype(object)  # bytes objects, not np.bytes_
-        if not all(isinstance(v, bytes) for v in serialized):
+    # A one-string-input predict signature also takes raw strings, as elements do.
+    raw_text = plan.operation is Operation.PREDICT and len(signature.inputs) == 1
+    if plan.feed is Feed.EXAMPLES and isinstance(value, np.ndarray) and value.ndim == 1:
+        if value.dtype.kind == "S":
+            raise InputError(
+                f"signature {signature.name!r} got a batch as a numpy {value.dtype} array; "
+                "numpy drops the trailing zero bytes of such items, which often ends "
+                "serialized examples. Build the array with dtype=object, or pass a list of "
+                "bytes or a string tf.Tensor."
+            )
+        if value.dtype == object and all(isinstance(v, bytes) for v in value):
+            return value
+        if raw_text and (value.dtype.kind == "U" or (
+                value.dtype == object and all(isinstance(v, bytes | str) for v in value))):
+            return _tensors.stacked_tensors({signature.inputs[0].alias: value}, signature)
+        if value.dtype == object:
             raise InputError(
                 f"signature {signature.name!r} takes serialized examples; a numpy batch "
                 "for it must hold bytes, but an item is "
-                f"{_type_name(next(v for v in serialized if not isinstance(v, bytes)))}. "
+                f"{_type_name(next(v for v in value if not isinstance(v, bytes)))}. "
                 "Serialize each example (SerializeToString()) first."
             )
-        return serialized
     if isinstance(value, Mapping):
         return _tensors.stacked_tensors(value, signature)
     if plan.feed is Feed.TENSORS and len(signature.inputs) == 1:

@@ -57,8 +57,32 @@ def test_list_and_bytes_array_batches_give_the_per_element_logs_byte_for_byte(zo
     assert _serialized(_batched(handler, examples)) == expected
     serialized = np.array([e.SerializeToString() for e in examples], dtype=object)
     assert _serialized(_batched(handler, serialized)) == expected
-    assert _serialized(_batched(handler, serialized.astype(bytes))) == expected
     assert _serialized(_batched(handler, tf.constant(serialized))) == expected
+
+
+def test_a_fixed_width_bytes_array_is_refused_as_it_loses_trailing_zero_bytes(zoo):
+    # x = 0.0 serializes with four zero bytes at the end, which "S" items drop.
+    examples = [e.SerializeToString() for e in model_zoo.make_examples([0.0, 1.0])]
+    assert examples[0].endswith(b"\x00")
+    fixed = np.array(examples)
+    assert fixed.dtype.kind == "S"
+    with pytest.raises(bi.InferenceError) as error:
+        _batched(_handler(zoo.five), fixed)
+    assert str(error.value) == (
+        f"batch (numpy.ndarray of 2 element(s)) failed at stage decode: InputError: "
+        f"signature 'serving_default' got a batch as a numpy {fixed.dtype} array; numpy "
+        "drops the trailing zero bytes of such items, which often ends serialized examples. "
+        "Build the array with dtype=object, or pass a list of bytes or a string tf.Tensor."
+        f"{_NO_DEAD_LETTERS}")
+
+
+def test_stacked_raw_text_feeds_a_one_string_input_signature_as_elements_do(zoo):
+    handler = _handler(zoo.tensors, "text_length")
+    texts = ["héllo", "ab"]
+    per_element = _per_element(handler, texts)
+    for batch in (np.array(texts), np.array(texts, dtype=object),
+                  np.array([texts[0], texts[1].encode()], dtype=object)):
+        assert _serialized(_batched(handler, batch)) == per_element
 
 
 def test_a_string_tensor_batch_is_fed_as_it_is_for_the_lean_output(zoo):
