@@ -100,13 +100,7 @@ def check_batch_outputs(outputs: Mapping[str, np.ndarray], batch_size: int,
             )
 
 
-def row_tensor_bytes(batch: np.ndarray) -> list[bytes]:
-    """``row_tensor_proto(row).SerializeToString()`` for every row of ``batch``, made fast."""
-    prefix, payloads = _row_tensor_parts(batch)
-    return [prefix + payload for payload in payloads] if prefix else list(payloads)
-
-
-def _row_tensor_parts(batch: np.ndarray) -> tuple[bytes, list[bytes]]:
+def row_tensor_parts(batch: np.ndarray) -> tuple[bytes, list[bytes]]:
     """Each row's encoded tensor as one prefix shared by all rows plus the row's own bytes.
 
     Fixed-width numbers are stored raw (``tensor_content``, or packed ``float_val`` /
@@ -225,7 +219,7 @@ class _Column:
 
 def _tensor_column(batch: np.ndarray, piece: Callable[[bytes], bytes]) -> _Column:
     """A column of ``piece(row tensor)`` for every row of ``batch``."""
-    prefix, payloads = _row_tensor_parts(batch)
+    prefix, payloads = row_tensor_parts(batch)
     return _Column(payloads, _Headers(lambda payload: piece(prefix + payload)))
 
 
