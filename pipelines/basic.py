@@ -53,8 +53,7 @@ def prepare_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Builds the demo model and input under ``work_dir`` for flags left unset."""
     os.makedirs(args.work_dir, exist_ok=True)
     if not args.model_path:
-        args.model_path = models.ensure_multiplier_model(
-            os.path.join(args.work_dir, "five_model"), 5.0)
+        args.model_path = models.five_model(args.work_dir)
     if not args.input:
         args.input = models.write_examples(
             os.path.join(args.work_dir, "questions.tfrecord"), QUESTIONS)

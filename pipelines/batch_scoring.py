@@ -155,8 +155,7 @@ def prepare_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Builds the demo model and input under ``work_dir`` for flags left unset."""
     os.makedirs(args.work_dir, exist_ok=True)
     if not args.model_path:
-        args.model_path = models.ensure_multiplier_model(
-            os.path.join(args.work_dir, "five_model"), models.FIVE)
+        args.model_path = models.five_model(args.work_dir)
     if not args.input:
         args.input = models.write_examples(
             os.path.join(args.work_dir, "questions.tfrecord"),
@@ -238,12 +237,9 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
     """Runs the job, prints the summary and returns the ``PipelineResult``."""
     args, pipeline_args = parse_args(argv)
     args = prepare_defaults(args)
-    options = jobs.job_options(pipeline_args, save_main_session)
-    pipeline = test_pipeline or beam.Pipeline(options=options)
-    build(pipeline, args)
     start = time.perf_counter()
-    result = pipeline.run()
-    result.wait_until_finish()
+    result = jobs.run_job(lambda pipeline: build(pipeline, args),
+                          jobs.job_options(pipeline_args, save_main_session), test_pipeline)
     print(summarize(result, time.perf_counter() - start))
     return result
 

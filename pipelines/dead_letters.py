@@ -64,8 +64,7 @@ def prepare_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Builds the demo model and input under ``work_dir`` for flags left unset."""
     os.makedirs(args.work_dir, exist_ok=True)
     if not args.model_path:
-        args.model_path = models.ensure_multiplier_model(
-            os.path.join(args.work_dir, "five_model"), 5.0)
+        args.model_path = models.five_model(args.work_dir)
     if not args.input:
         args.input = os.path.join(args.work_dir, "mixed.tfrecord")
         with tf.io.TFRecordWriter(args.input) as writer:
@@ -77,14 +76,8 @@ def prepare_defaults(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
-        test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
-    args, pipeline_args = parse_args(argv)
-    args = prepare_defaults(args)
-    options = jobs.job_options(pipeline_args, save_main_session)
+def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
     spec = bi.ModelSpec(model_path=args.model_path)
-
-    pipeline = test_pipeline or beam.Pipeline(options=options)
     predictions, failed = (
         pipeline
         | "ReadRecords" >> beam.io.ReadFromTFRecord(args.input)
@@ -98,9 +91,14 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
          | "FormatDeadLetters" >> beam.Map(dead_letter_json)
          | "WriteDeadLetters" >> beam.io.WriteToText(args.output + ".dead_letters",
                                                      shard_name_template=""))
-    result = pipeline.run()
-    result.wait_until_finish()
-    return result
+
+
+def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
+        test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
+    args, pipeline_args = parse_args(argv)
+    args = prepare_defaults(args)
+    return jobs.run_job(lambda pipeline: build(pipeline, args),
+                        jobs.job_options(pipeline_args, save_main_session), test_pipeline)
 
 
 if __name__ == "__main__":

@@ -156,8 +156,7 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection
     Kept apart from ``run`` so the graph can be built (and checked) without running it.
     """
     check_table("--output_table", args.output_table)
-    model_path = args.model_path or models.ensure_multiplier_model(
-        os.path.join(args.work_dir, "five_model"), models.FIVE)
+    model_path = args.model_path or models.five_model(args.work_dir)
     spec = bi.ModelSpec(model_path=model_path)
     rows = (
         read_questions(pipeline, args)

@@ -52,6 +52,11 @@ def ensure_multiplier_model(path: str, factor: float) -> str:
     return path
 
 
+def five_model(work_dir: str) -> str:
+    """The demo ``y = 5x`` model under ``work_dir`` (built unless present)."""
+    return ensure_multiplier_model(os.path.join(work_dir, "five_model"), FIVE)
+
+
 def ensure_demo_models(work_dir: str) -> dict[float, str]:
     """Builds the ``y = 5x`` and ``y = 10x`` models under ``work_dir`` unless present.
 

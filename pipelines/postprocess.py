@@ -139,20 +139,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     return parser.parse_known_args(argv)
 
 
-def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
-        test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
-    args, pipeline_args = parse_args(argv)
-    options = jobs.job_options(pipeline_args, save_main_session)
-    output = args.output or os.path.join(args.work_dir, "rows")
-
-    pipeline = test_pipeline or beam.Pipeline(options=options)
+def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
     if args.predictions:
         logs = pipeline | "ReadPredictionLogs" >> beam.io.ReadFromTFRecord(
             args.predictions, coder=beam.coders.ProtoCoder(prediction_log_pb2.PredictionLog))
     else:
         os.makedirs(args.work_dir, exist_ok=True)
-        model_path = args.model_path or models.ensure_multiplier_model(
-            os.path.join(args.work_dir, "five_model"), models.FIVE)
+        model_path = args.model_path or models.five_model(args.work_dir)
         logs = (pipeline
                 | "ReadQuestions" >> beam.Create(models.read_questions())
                 | "ToKeyedExamples" >> beam.MapTuple(
@@ -160,13 +153,18 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
                 ).with_output_types(typehints.Tuple[bytes, tf.train.Example])
                 | "RunInference" >> bi.RunInference(bi.ModelSpec(model_path=model_path)))
     rows = logs | "ToRows" >> bi.PredictionLogToRows(model_version=args.model_version)
-    _ = rows | "WriteRows" >> WriteRows(output, fmt=args.format)
+    _ = rows | "WriteRows" >> WriteRows(args.output or os.path.join(args.work_dir, "rows"),
+                                        fmt=args.format)
     _ = rows | "Format" >> beam.Map(format_row) | "Print" >> beam.Map(print)
     if args.output_table:
         write_to_bigquery(rows, args.output_table)
-    result = pipeline.run()
-    result.wait_until_finish()
-    return result
+
+
+def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
+        test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
+    args, pipeline_args = parse_args(argv)
+    return jobs.run_job(lambda pipeline: build(pipeline, args),
+                        jobs.job_options(pipeline_args, save_main_session), test_pipeline)
 
 
 if __name__ == "__main__":

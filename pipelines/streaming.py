@@ -180,11 +180,8 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         standard.streaming = True
     elif not standard.runner:
         standard.runner = "FnApiRunner"
-    pipeline = test_pipeline or beam.Pipeline(options=options)
-    (build_pubsub if args.input_subscription else build_local)(pipeline, args)
-    result = pipeline.run()
-    result.wait_until_finish()
-    return result
+    build = build_pubsub if args.input_subscription else build_local
+    return jobs.run_job(lambda pipeline: build(pipeline, args), options, test_pipeline)
 
 
 if __name__ == "__main__":
