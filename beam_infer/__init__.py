@@ -11,11 +11,12 @@ Example:
 
 from __future__ import annotations
 
-from beam_infer._config import BatchConfig, ModelSpec, Output, RetryConfig
+from beam_infer._config import BatchConfig, ModelCache, ModelSpec, Output, RetryConfig
 from beam_infer._dead_letters import DeadLetter, InferenceResults, Stage
 from beam_infer._errors import (
     BeamInferError,
     ConfigurationError,
+    IncompatibleVersionError,
     InferenceError,
     InputError,
     ModelLoadError,
@@ -24,6 +25,7 @@ from beam_infer._errors import (
     TagsError,
 )
 from beam_infer._handler import METRICS_NAMESPACE, SavedModelHandler
+from beam_infer._local_runner import patch_local_runner_metrics
 from beam_infer._reading import ReadTFRecordBatches
 from beam_infer._rows import PredictionLogToRows, prediction_log_to_row
 from beam_infer._signatures import Feed, Operation
@@ -42,9 +44,11 @@ __all__ = [
     "ConfigurationError",
     "DeadLetter",
     "Feed",
+    "IncompatibleVersionError",
     "InferenceError",
     "InferenceResults",
     "InputError",
+    "ModelCache",
     "ModelLoadError",
     "ModelPathError",
     "ModelSpec",
@@ -61,6 +65,7 @@ __all__ = [
     "Stage",
     "TagsError",
     "VersionPolicy",
+    "patch_local_runner_metrics",
     "prediction_log_to_row",
     "write_warmup_requests",
 ]

@@ -41,6 +41,7 @@ from beam_infer._dead_letters import Stage
 from beam_infer._errors import InferenceError, InputError
 from beam_infer._handler import ModelResults, SavedModelHandler, lean_outputs
 from beam_infer._isolation import TRANSIENT_ERRORS, IsolatingHandler, tf_message
+from beam_infer._messages import bounded, detail
 from beam_infer._signatures import Feed, Operation
 
 _KINDS = ("a list of elements (e.g. from beam.BatchElements()), a numpy array or "
@@ -279,15 +280,15 @@ def _call_reason(failed: Any, inner: SavedModelHandler, size: int) -> str:
 def _stopped(value: Any, key: Any, size: int | None, stage: Stage, error: BaseException,
              reason: str | None = None) -> InferenceError:
     """The error that stops the pipeline for a batch, in ``DeadLetter.describe``'s words."""
-    who = f"batch with key {key!r}" if key is not None else "batch"
+    who = f"batch with key {detail(repr(key))}" if key is not None else "batch"
     what = _type_name(value) if size is None else f"{_type_name(value)} of {size} element(s)"
-    reason = (reason if reason is not None else tf_message(error)).rstrip()
-    return InferenceError(
+    reason = bounded((reason if reason is not None else tf_message(error)).rstrip(), 1000)
+    return InferenceError(bounded(
         f"{who} ({what}) failed at stage {stage.value}: {type(error).__name__}: "
         f"{reason}{'' if reason.endswith('.') else '.'} on_batches() has no dead-letter "
         "output: to set failing elements aside and score the rest, score them one by one "
         "with RunInference(spec).with_dead_letters()."
-    )
+    ))
 
 
 def _type_name(value: Any) -> str:

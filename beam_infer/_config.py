@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -90,6 +91,47 @@ class BatchConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelCache:
+    """Where workers keep local copies of remote models, and how much disk they may use.
+
+    A model on a remote filesystem (``gs://``, ``s3://``, ...) is copied to local disk
+    once per machine before it is loaded. Copies are keyed by the remote listing (names,
+    sizes, modification times), so a re-export to the same path is copied again; a copy
+    is reused only after its files are checked against the listing. Local paths are
+    loaded in place and never copied.
+
+    Attributes:
+        directory: Where copies live. Unset: ``<temp dir>/beam_infer-<uid>/models``. It
+            is created with mode 0700 and used only while it is a real directory owned
+            by the worker's user.
+        max_bytes: After a new copy, older copies of the same path and then the least
+            recently used others are removed until the copies take at most this much
+            (a copy being loaded is never removed). Default 10 GiB.
+
+    Example:
+        >>> spec = ModelSpec(model_path="gs://b/models/five/1",
+        ...                  model_cache=ModelCache(directory="/mnt/disks/models"))
+    """
+
+    directory: str | None = None
+    max_bytes: int = 10 * 2**30
+
+    def __post_init__(self) -> None:
+        if self.directory is not None and (not isinstance(self.directory, str)
+                                           or not os.path.isabs(self.directory)):
+            raise ConfigurationError(
+                f"ModelCache.directory must be an absolute local path; got "
+                f"{self.directory!r}. Example: ModelCache(directory='/mnt/disks/models')."
+            )
+        if isinstance(self.max_bytes, bool) or not isinstance(self.max_bytes, int) \
+                or self.max_bytes < 1:
+            raise ConfigurationError(
+                f"ModelCache.max_bytes must be a positive number of bytes; got "
+                f"{self.max_bytes!r}. Example: ModelCache(max_bytes=20 * 2**30)."
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """What to serve: a SavedModel path, its signatures and tags, batching and sharing.
 
@@ -117,6 +159,8 @@ class ModelSpec:
         pad_variable_length_inputs: For tensor inputs, pad dimensions the signature leaves
             variable (``?``) to the largest element of each batch (zeros, empty strings),
             as TF Serving's option of the same name. Off: elements of a batch must agree.
+        model_cache: Where workers copy a remote model to and how much disk the copies
+            may take; see ``ModelCache``.
 
     Example:
         >>> spec = ModelSpec(model_path="gs://bucket/models/five/1",
@@ -134,8 +178,15 @@ class ModelSpec:
     version_policy: VersionPolicy | None = None
     poll_interval_secs: float | None = None
     pad_variable_length_inputs: bool = False
+    model_cache: ModelCache = ModelCache()
 
     def __post_init__(self) -> None:
+        if not isinstance(self.model_cache, ModelCache):
+            raise ConfigurationError(
+                "ModelSpec.model_cache must be a ModelCache; got "
+                f"{type(self.model_cache).__name__}. Example: "
+                "model_cache=bi.ModelCache(directory='/mnt/disks/models')."
+            )
         if not isinstance(self.pad_variable_length_inputs, bool):
             raise ConfigurationError(
                 "ModelSpec.pad_variable_length_inputs must be True or False; got "

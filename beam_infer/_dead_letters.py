@@ -16,6 +16,7 @@ from apache_beam.metrics import Metrics
 
 from beam_infer._encoding import _preview
 from beam_infer._errors import InferenceError
+from beam_infer._messages import MAX_MESSAGE_CHARS, bounded, detail
 
 METRICS_NAMESPACE = "beam_infer"
 DEAD_LETTERS_TAG = "dead_letters"
@@ -44,7 +45,9 @@ class DeadLetter:
         stage: Where it failed (``Stage.DECODE``, ``VALIDATE``, ``INFERENCE``,
             ``POSTPROCESS``).
         error_type: The exception's class name, e.g. ``InvalidArgumentError``.
-        message: What was wrong, what was found and how to fix it.
+        message: What was wrong, what was found and how to fix it; at most
+            ``MAX_MESSAGE_CHARS`` (2,000) characters, with a note where text was cut
+            (``element`` holds the element whole).
 
     Example:
         >>> logs, failed = examples | bi.RunInference(spec).with_dead_letters()
@@ -57,9 +60,12 @@ class DeadLetter:
     error_type: str
     message: str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", bounded(self.message))
+
     def describe(self) -> str:
         """One line naming the element (its key when it has one), stage and reason."""
-        who = f"element with key {self.key!r}" if self.key is not None \
+        who = f"element with key {detail(repr(self.key))}" if self.key is not None \
             else f"element {_one_line(self.element)}"
         return f"{who} failed at stage {self.stage.value}: {self.error_type}: {self.message}"
 
@@ -87,10 +93,9 @@ def count_failure(stage: Stage) -> None:
 
 def raise_for(letter: DeadLetter) -> None:
     """Stops the pipeline for an element that failed when no dead-letter output exists."""
-    raise InferenceError(
-        f"{letter.describe()} To route such elements to a second output instead of "
-        "stopping, use RunInference(spec).with_dead_letters()."
-    )
+    advice = (" To route such elements to a second output instead of stopping, use "
+              "RunInference(spec).with_dead_letters().")
+    raise InferenceError(bounded(letter.describe(), MAX_MESSAGE_CHARS - len(advice)) + advice)
 
 
 def split_key(element: Any, keyed: bool | None) -> tuple[bool, Any, Any]:

@@ -15,10 +15,12 @@ import contextlib
 import fcntl
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 
 import tensorflow as tf
+
+from beam_infer._errors import ModelLoadError
+from beam_infer._private_dirs import make_private, open_private_file, user_directory
 
 _LOG = logging.getLogger(__name__)
 _COUNTER_FILE = "beam_infer_gpu_claims"
@@ -68,14 +70,27 @@ def claim_next(directory: str | None = None) -> int:
     """A machine-wide counter: 0 for the first caller on this machine, then 1, 2, ...
 
     Shared copies are loaded by different processes that know nothing of each other; a
-    locked counter file lets each take a different GPU.
+    locked counter file lets each take a different GPU. It lives in this user's private
+    directory (``_private_dirs``) and is opened without following symlinks, so nothing
+    planted in the shared temp directory is written through.
+
+    Raises:
+        ModelLoadError: the directory cannot be used safely; the message says why.
     """
-    path = os.path.join(directory or tempfile.gettempdir(), _COUNTER_FILE)
-    with open(path, "a+") as f:
+    if directory is None:
+        directory = user_directory()
+        problem = make_private(directory)
+        if problem:
+            raise ModelLoadError(
+                f"the GPU claim directory {directory} {problem}; beam_infer keeps it "
+                "private to this user. Remove it so beam_infer can create it."
+            )
+    fd = open_private_file(os.path.join(directory, _COUNTER_FILE))
+    with os.fdopen(fd, "r+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             f.seek(0)
-            text = f.read().strip()
+            text = f.read(32).strip()
             claim = int(text) if text.isdigit() else 0
             f.seek(0)
             f.truncate()
@@ -110,7 +125,8 @@ def placement(share_across_processes: bool, *, gpus: Sequence[str] | None = None
     Args:
         share_across_processes: Copies are shared (and so pinned one per GPU).
         gpus: The devices to spread copies over; default ``visible_gpus()``.
-        counter_dir: Where the machine-wide claim counter lives; default the temp dir.
+        counter_dir: Where the machine-wide claim counter lives; default this user's
+            private directory in the temp dir.
 
     Yields:
         The ``tf.device`` name used (give it to ``LoadedModel`` so calls run there too),

@@ -1,7 +1,7 @@
 """The exceptions beam_infer raises.
 
 Every error is a ``BeamInferError``; each message says what was wrong, what was
-received and how to fix it::
+received and how to fix it, in at most ``_messages.MAX_MESSAGE_CHARS`` characters::
 
     BeamInferError
     ├── ConfigurationError (also ValueError)   raised while the pipeline is built
@@ -9,6 +9,8 @@ received and how to fix it::
     │   ├── TagsError                           no MetaGraph with the requested tags
     │   └── SignatureError                      unknown or unusable signature
     ├── ModelLoadError (also RuntimeError)      a worker could not load the model
+    │   └── IncompatibleVersionError            a version that does not fit the plan
+    │                                           the pipeline was built with
     ├── InputError (also ValueError)            an element the signature cannot take
     └── InferenceError (also RuntimeError)      an element failed and no dead-letter
                                                 output was asked for; names its key,
@@ -40,6 +42,14 @@ class SignatureError(ConfigurationError):
 
 class ModelLoadError(BeamInferError, RuntimeError):
     """A worker failed to copy or load the SavedModel."""
+
+
+class IncompatibleVersionError(ModelLoadError):
+    """A model version's signatures do not fit the ones the pipeline was built with.
+
+    Raised on a worker instead of serving it; a newer version that does not fit is kept
+    out like one that fails to load, and the serving version goes on.
+    """
 
 
 class InputError(BeamInferError, ValueError):

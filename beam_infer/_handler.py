@@ -117,7 +117,8 @@ class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult,
         # On GPU workers: memory growth on, and each shared copy pinned to its own GPU.
         with _devices.placement(self._spec.share_across_processes) as device:
             return ServingModel(self._spec, self._version,
-                                live=self._spec.poll_interval_secs is not None, device=device)
+                                live=self._spec.poll_interval_secs is not None, device=device,
+                                plan=self._plan)
 
     def model_copies(self) -> int:
         """Copies per machine when shared: as configured, else one per visible GPU.
@@ -194,6 +195,15 @@ class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult,
     def report_loads(self, results: ModelResults) -> None:
         """Metrics for the model loads ``results`` carries; call it from the bundle's thread."""
         for event in results.loads:
+            _report_load(event)
+
+    def report_pending_loads(self, model: ServingModel) -> None:
+        """Metrics for loads a failed call left unreported; call it from the bundle's thread.
+
+        For bundles that succeed although a call failed (its elements became dead
+        letters): a later call may never come, or fail too.
+        """
+        for event in model.take_load_events():
             _report_load(event)
 
     def build_outputs(self, batch: Sequence[Any], encoded: Sequence[Any],
@@ -310,6 +320,8 @@ def _report_load(event: LoadEvent) -> None:
     """Metrics for a load that happened on this worker since the previous batch."""
     if not event.ok:
         Metrics.counter(METRICS_NAMESPACE, "model_load_failures").inc()
+        if event.incompatible:
+            Metrics.counter(METRICS_NAMESPACE, "incompatible_model_versions").inc()
         return
     if event.size_bytes:
         Metrics.distribution(METRICS_NAMESPACE, "saved_model_byte_size").update(

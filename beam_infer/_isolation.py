@@ -40,6 +40,7 @@ from beam_infer._dead_letters import (
 )
 from beam_infer._encoding import ExampleLike
 from beam_infer._handler import ModelResults, SavedModelHandler
+from beam_infer._messages import detail
 from beam_infer._validation import Validator
 
 # Failures that may go away when the same call is made again.
@@ -115,6 +116,8 @@ class IsolatingHandler(base.ModelHandler):
         run.score()
         if run.failed and not self._dead_letters:
             raise_for(next(r for r in run.results if isinstance(r, DeadLetter)))
+        if run.failed:  # this bundle succeeds: report loads its failed calls left behind
+            self._inner.report_pending_loads(model)
         return run.results
 
     def call_with_retries(self, encoded: Sequence[Any], model: Any
@@ -444,7 +447,10 @@ def _reason(error: BaseException, stage: Stage, inner: SavedModelHandler,
 
 
 def tf_message(error: BaseException) -> str:
-    """The useful lines of a TensorFlow error: no stack-trace banner, no node names."""
+    """The useful lines of a TensorFlow error, bounded: no stack-trace banner, no node names.
+
+    TensorFlow's text may quote whole tensors, so it is cut to ``MAX_DETAIL_CHARS``.
+    """
     text = error.message if isinstance(error, tf.errors.OpError) else str(error)
     kept = []
     for line in text.splitlines():
@@ -455,4 +461,4 @@ def tf_message(error: BaseException) -> str:
         if stripped.startswith("{{function_node"):
             stripped = stripped.split("}}", 1)[-1].strip()
         kept.append(stripped)
-    return " ".join(kept) or type(error).__name__
+    return detail(" ".join(kept)) or type(error).__name__

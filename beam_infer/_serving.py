@@ -9,7 +9,9 @@ version, that thread loads it and replays its warm-up requests *while the curren
 keeps scoring every batch*, then swaps (availability-preserving: load before unload).
 A batch is scored wholly by one version, so no element is lost or scored twice across a
 swap. A version that fails to load is logged, counted (``model_load_failures``) and not
-retried until its files change; the current version keeps serving.
+retried until its files change; the current version keeps serving. So is a version whose
+signatures do not fit the plan the pipeline was built with (see ``_compatibility``;
+counted also as ``incompatible_model_versions``): it is refused before it is loaded.
 
 Why here and not Beam's model-update side input: on the local runners a side input in the
 global window is read once (the BundleBasedDirectRunner blocks the main input until the
@@ -35,10 +37,17 @@ from typing import Any
 import numpy as np
 from tensorflow_serving.apis import prediction_log_pb2
 
-from beam_infer import _versions
+from beam_infer import _compatibility, _versions
 from beam_infer._config import ModelSpec
-from beam_infer._errors import BeamInferError, ModelLoadError, ModelPathError
+from beam_infer._errors import (
+    BeamInferError,
+    ConfigurationError,
+    IncompatibleVersionError,
+    ModelLoadError,
+    ModelPathError,
+)
 from beam_infer._loading import LoadedModel
+from beam_infer._messages import bounded
 from beam_infer._signatures import SignaturePlan, plan_signatures
 
 _LOG = logging.getLogger(__name__)
@@ -56,6 +65,7 @@ class LoadEvent:
     warmup_records: int = 0
     size_bytes: int = 0
     swap: bool = False
+    incompatible: bool = False  # refused: its signatures do not fit the pipeline's plan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,14 +85,18 @@ class ServingModel:
         live: Look for new versions every ``spec.poll_interval_secs``.
         device: The ``tf.device`` every version is loaded and run on (a GPU claimed by
             this shared copy), or None.
+        plan: The plan the pipeline was built with; a version that does not fit it is
+            not served. None: the plan of ``initial`` (read now).
 
     Raises:
         ModelLoadError: no allowed version could be loaded.
     """
 
     def __init__(self, spec: ModelSpec, initial: _versions.ModelVersion, *, live: bool,
-                 device: str | None = None):
+                 device: str | None = None, plan: SignaturePlan | None = None):
         self._device = device
+        self._planned = plan or plan_signatures(spec.replace(model_path=initial.path))
+        self._built_with = initial
         self._spec = spec
         self._base = spec.model_path
         self._policy = spec.version_policy or _versions.VersionPolicy.latest()
@@ -125,11 +139,11 @@ class ServingModel:
             except BeamInferError as e:
                 self._record_failure(candidate, listing, e)
                 errors.append(str(e))
-        raise ModelLoadError(
+        raise ModelLoadError(bounded(
             f"no complete version of {self._base!r} could be loaded (version policy "
             f"{self._policy.describe()}); tried {', '.join(str(c.version) for c in candidates)}: "
             + " | ".join(errors)
-        )
+        ))
 
     def _load(self, version: _versions.ModelVersion, *, swap: bool = False) -> _Servable:
         start = time.monotonic()
@@ -142,8 +156,13 @@ class ServingModel:
                 "SavedModel when the pipeline was built. Restore it, or point "
                 "ModelSpec(model_path=...) at a path that stays in place while the job runs."
             ) from e
+        except ConfigurationError as e:  # its tags or signatures changed
+            raise self._incompatible(version, [str(e)]) from e
+        problems = _compatibility.differences(self._planned, plan)
+        if problems:
+            raise self._incompatible(version, problems)
         model = LoadedModel(version.path, spec.effective_tags, [s.name for s in plan.signatures],
-                            device=self._device)
+                            device=self._device, cache=spec.model_cache)
         event = LoadEvent(
             version=version.version, ok=True,
             latency_ms=int((time.monotonic() - start) * 1000),
@@ -151,12 +170,27 @@ class ServingModel:
             size_bytes=model.take_size_report() or 0, swap=swap)
         return _Servable(model=model, plan=plan, version=version, loaded=event)
 
+    def _incompatible(self, version: _versions.ModelVersion, problems: list[str]
+                      ) -> IncompatibleVersionError:
+        built = self._built_with
+        was = f"version {built.version}" if built.version is not None else repr(built.path)
+        what = f"version {version.version}" if version.version is not None \
+            else f"the model now at {version.path!r}"
+        return IncompatibleVersionError(bounded(
+            f"{what} of {self._base!r} does not fit the signatures the pipeline was built "
+            f"with ({was}): {'; '.join(problems)}. It is not served. Publish a version with "
+            "the same signatures, or start a new job for the new ones."
+        ))
+
     def _record_failure(self, version: _versions.ModelVersion,
                         listing: dict[int, dict[str, tuple[int, float]]], error: Exception) -> None:
         self._failed[version.version] = listing.get(version.version, {})
-        _LOG.error("beam_infer: version %s of %s failed to load and will not serve "
-                   "(retried only if its files change): %s", version.version, self._base, error)
-        self._report(LoadEvent(version=version.version, ok=False))
+        incompatible = isinstance(error, IncompatibleVersionError)
+        _LOG.error("beam_infer: version %s of %s %s and will not serve (retried only if its "
+                   "files change): %s", version.version, self._base,
+                   "does not fit the pipeline" if incompatible else "failed to load",
+                   bounded(" ".join(str(error).split())))
+        self._report(LoadEvent(version=version.version, ok=False, incompatible=incompatible))
 
     def _report(self, event: LoadEvent) -> None:
         with self._events_lock:
@@ -225,6 +259,12 @@ class ServingModel:
                 self._events[:0] = events
             raise
         return outputs, servable.version, events
+
+    def take_load_events(self) -> list[LoadEvent]:
+        """The loads not yet reported (a failed call leaves them here), now taken."""
+        with self._events_lock:
+            events, self._events = self._events, []
+        return events
 
     def current_model(self) -> LoadedModel:
         """The loaded version serving now (in this process; not through a proxy)."""

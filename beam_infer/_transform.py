@@ -21,6 +21,7 @@ from beam_infer._dead_letters import (
 from beam_infer._errors import ConfigurationError
 from beam_infer._handler import PredictionResult, SavedModelHandler
 from beam_infer._isolation import IsolatingHandler, keyed_from_type
+from beam_infer._local_runner import patch_local_runner_metrics
 from beam_infer._prediction_log import PredictionLog
 from beam_infer._validation import Validator
 
@@ -130,6 +131,7 @@ class RunInference(beam.PTransform):
         return _output_type(input_type, self._handler)
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
+        patch_local_runner_metrics()  # long local runs keep readable metrics
         handler = IsolatingHandler(
             self._handler, keyed=keyed_from_type(pcoll.element_type), retry=self._retry,
             validator=self._validator, dead_letters=False)
@@ -161,6 +163,7 @@ class RunInferenceWithDeadLetters(beam.PTransform):
         self._validator = validator
 
     def expand(self, pcoll: beam.PCollection) -> InferenceResults:
+        patch_local_runner_metrics()  # long local runs keep readable metrics
         keyed = keyed_from_type(pcoll.element_type)
         validator = self._validator
         valid, invalid = (pcoll | "Validate" >> beam.ParDo(ValidateFn(validator, keyed))
@@ -226,6 +229,7 @@ class RunInferenceOnBatches(beam.PTransform):
         return value
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
+        patch_local_runner_metrics()  # long local runs keep readable metrics
         calls = IsolatingHandler(self._handler, keyed=False, retry=self._retry,
                                  validator=None, dead_letters=False)
         output_type = self.infer_output_type(pcoll.element_type)

@@ -22,6 +22,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from beam_infer._config import DEFAULT_SIGNATURE, DEFAULT_TAGS
 from beam_infer._errors import ConfigurationError, ModelLoadError
+from beam_infer._messages import first_line
 from beam_infer._signatures import PREDICT, read_saved_model, select_meta_graph, signatures_of
 
 WARMUP_FILE = posixpath.join("assets.extra", "tf_serving_warmup_requests")
@@ -51,7 +52,8 @@ def read_warmup_records(local_model_dir: str) -> list[PredictionLog]:
     except (tf.errors.OpError, ValueError) as e:
         raise ModelLoadError(
             f"warm-up file {path!r} is not a TFRecord of serialized PredictionLogs: "
-            f"{type(e).__name__}: {e}. Rewrite it with beam_infer.write_warmup_requests."
+            f"{type(e).__name__}: {first_line(e)}. Rewrite it with "
+            "beam_infer.write_warmup_requests."
         ) from e
     return records
 
@@ -89,7 +91,7 @@ def replay(root: object, records: Sequence[PredictionLog], model_path: str) -> i
         except Exception as e:
             raise ModelLoadError(
                 f"warm-up record {index} ({kind}, signature {name!r}) of {model_path!r} "
-                f"failed: {type(e).__name__}: {_first_line(e)}. Fix or regenerate "
+                f"failed: {type(e).__name__}: {first_line(e)}. Fix or regenerate "
                 f"{WARMUP_FILE} (beam_infer.write_warmup_requests writes one from sample "
                 "inputs); the model was not put into service."
             ) from e
@@ -200,7 +202,3 @@ def _record(method_name: str, signature_name: str, alias: str, serialized: bytes
     request.input.example_list.examples.add().ParseFromString(serialized)
     return log
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -32,6 +32,7 @@ def test_public_names_are_pinned_and_sorted():
         "Stage",
         "TagsError",
         "VersionPolicy",
+        "patch_local_runner_metrics",
         "prediction_log_to_row",
         "write_warmup_requests",
     ]
