@@ -87,7 +87,7 @@ def _rank(info: TensorInfo) -> int | None:
 
 
 def _shape(info: TensorInfo) -> str:
-    return info.describe().split(":", 1)[1].strip()
+    return info.describe().split(":", 1)[1].strip().removeprefix(info.dtype.name)
 
 
 def _aliases(tensors: dict[str, TensorInfo]) -> str:

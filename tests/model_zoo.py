@@ -569,3 +569,22 @@ def flaky_examples(path: PathLike, *, failure: str, fail_calls: int = 1,
 
     tf.saved_model.save(module, path, signatures={"serving_default": serving_default})
     return path
+
+
+def renamed_input_examples(path: PathLike, *, factor: float = 5.0, alias: str = "inputs") -> str:
+    """The demo ``y = factor * x`` Example model with its input named ``alias``.
+
+    What a re-export with another argument name publishes: the same computation under a
+    signature whose input a pipeline built for ``examples`` does not feed.
+    """
+    path = os.fspath(path)
+    module = tf.Module()
+    module.w = tf.Variable(factor, dtype=tf.float32, name="w")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=alias)])
+    def serving_default(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        x = tf.io.parse_example(serialized, _FEATURE_SPEC)["x"]
+        return {"output_0": module.w * x}
+
+    tf.saved_model.save(module, path, signatures={"serving_default": serving_default})
+    return path

@@ -10,11 +10,18 @@ from pipelines import models
 from tests import model_zoo
 
 
-def publish(base: str, version: int, *, corrupt: bool = False, drop: tuple[str, ...] = ()
-            ) -> str:
-    """Builds version ``version`` (y = 5·version·x) aside, then moves it into ``base``."""
+def publish(base: str, version: int, *, corrupt: bool = False, drop: tuple[str, ...] = (),
+            input_alias: str | None = None) -> str:
+    """Builds version ``version`` (y = 5·version·x) aside, then moves it into ``base``.
+
+    ``input_alias`` names the signature's input something other than ``examples`` (a
+    version the pipeline cannot feed).
+    """
     staging = os.path.join(os.path.dirname(base), f"staging-{version}")
-    models.build_multiplier_model(staging, 5.0 * version)
+    if input_alias is None:
+        models.build_multiplier_model(staging, 5.0 * version)
+    else:
+        model_zoo.renamed_input_examples(staging, factor=5.0 * version, alias=input_alias)
     bi.write_warmup_requests(staging, model_zoo.make_examples([1.0]))
     if corrupt:  # the good bytes are kept in good-<version> to repair it later
         data = os.path.join(staging, "variables", "variables.data-00000-of-00001")
