@@ -585,6 +585,9 @@ def run_job_service(argv: Sequence[str] | None = None) -> None:
     from apache_beam.runners.portability import local_job_service, local_job_service_main
 
     local_job_service.BeamJob._invoke_runner = _invoke_runner_with_sdk_worker_parallelism
+    import beam_infer
+
+    beam_infer.patch_local_runner_metrics()  # jobs' metrics stay readable in long runs
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     logging.basicConfig()
     logging.getLogger().setLevel(logging.INFO)

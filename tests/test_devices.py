@@ -103,3 +103,33 @@ def test_no_pinning_without_sharing(tmp_path):
                             counter_dir=str(tmp_path)) as device:
         assert device is None  # one model per process: TF's own placement
     assert _devices.claim_next(str(tmp_path)) == 0
+
+
+def test_the_claim_counter_is_never_written_through_a_planted_symlink(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    private = tmp_path / f"beam_infer-{os.getuid()}"
+    private.mkdir(mode=0o755)
+    (private / "beam_infer_gpu_claims").symlink_to(victim)
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        _devices.claim_next()
+    assert victim.read_text() == "precious"
+    assert private.stat().st_mode & 0o777 == 0o700  # tightened: ours, others locked out
+
+
+def test_the_claim_counter_lives_in_the_per_user_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    assert [_devices.claim_next() for _ in range(3)] == [0, 1, 2]
+    counter = tmp_path / f"beam_infer-{os.getuid()}" / "beam_infer_gpu_claims"
+    assert counter.read_text() == "3"
+    assert counter.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_planted_claim_directory_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / f"beam_infer-{os.getuid()}").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(bi.ModelLoadError, match=r"the GPU claim directory .* is a symlink"):
+        _devices.claim_next()
+    assert list((tmp_path / "elsewhere").iterdir()) == []
