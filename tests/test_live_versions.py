@@ -131,3 +131,21 @@ def test_loads_are_reported_by_the_first_call_that_answers_not_lost_with_a_faile
         model.call([("serving_default", {"examples": garbage})])
     assert _answer(model) == (2, 10.0, [(2, True, True, 1)])
     assert _answer(model) == (2, 10.0, [])
+
+
+def test_a_swap_is_reported_by_a_bundle_whose_every_call_failed(base, monkeypatch):
+    from beam_infer import _handler
+    from beam_infer._isolation import IsolatingHandler
+
+    handler = bi.SavedModelHandler(bi.ModelSpec(model_path=base, poll_interval_secs=MANUAL))
+    model = handler.load_model()
+    isolating = IsolatingHandler(handler, keyed=False, retry=bi.RetryConfig(max_attempts=1),
+                                 validator=None, dead_letters=True)
+    _answer(model)
+    publish(base, 2)
+    assert model.refresh()
+    reported = []
+    monkeypatch.setattr(_handler, "_report_load", reported.append)  # the metric updates
+    letters = isolating.run_inference([b"not an example", b"nor this"], model)
+    assert all(isinstance(letter, bi.DeadLetter) for letter in letters)
+    assert [(e.version, e.swap) for e in reported] == [(2, True)]
