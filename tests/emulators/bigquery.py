@@ -29,7 +29,7 @@ DuckDB 1.5.5 and its extension wheels included, and everything comes from PyPI. 
 built once per user under ``~/.cache/beam_infer/`` (or ``$XDG_CACHE_HOME``), in a directory
 named by a hash of that file, the extension step and the interpreter. The extension files are
 linked to where DuckDB looks (``$HOME/.duckdb``, with HOME set for the emulator only). The first
-build took 37-44 s on this 2-core machine (``BUILD_TIMEOUT_S`` bounds it); later sessions reuse
+build took 30-44 s on this 2-core machine (``BUILD_TIMEOUT_S`` bounds it); later sessions reuse
 the venv. The pytest summary says whether the venv was built or reused, and the times.
 
 By hand, without pytest (one command each)::
