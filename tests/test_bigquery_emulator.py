@@ -20,6 +20,7 @@ from google.cloud import bigquery
 import beam_infer as bi
 from pipelines import keyed, models, postprocess
 from tests.emulators import bigquery as emulators
+from tests.emulators import bigquery_venv
 
 BUNDLED = [("first_question", 105.0), ("second_question", 108.0),
            ("third_question", 1000.0), ("fourth_question", 1013.0)]
@@ -170,12 +171,12 @@ def test_beam_is_put_back_after_the_block():
 
 
 def test_a_missing_python_313_says_where_it_looked(monkeypatch, tmp_path):
-    monkeypatch.delenv(emulators.PYTHON313_ENV, raising=False)
-    monkeypatch.setattr(emulators, "PYENV_PYTHON313", tmp_path / "3.13.0" / "python3.13")
+    monkeypatch.delenv(bigquery_venv.PYTHON313_ENV, raising=False)
+    monkeypatch.setattr(bigquery_venv, "PYENV_PYTHON313", tmp_path / "3.13.0" / "python3.13")
     monkeypatch.setenv("PYENV_ROOT", str(tmp_path))
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(emulators.Python313NotFoundError) as error:
-        emulators.find_python313()
+    with pytest.raises(bigquery_venv.Python313NotFoundError) as error:
+        bigquery_venv.find_python313()
     assert str(error.value) == (
         f"local-bigquery needs Python 3.13 and none was found; looked at "
         f"{tmp_path}/3.13.0/python3.13 (absent); python3.13 on PATH (absent). Install one "
