@@ -23,7 +23,7 @@ import apache_beam as beam
 from apache_beam.runners.runner import PipelineResult
 
 import beam_infer as bi
-from pipelines import jobs, keyed, postprocess
+from pipelines import bigquery_preflight, jobs, keyed, postprocess
 
 
 def tag_model(row: Mapping[str, Any], model: str) -> dict[str, Any]:
@@ -82,9 +82,11 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> PipelineResult:
     args, pipeline_args = parse_args(argv)
+    options = jobs.job_options(pipeline_args, save_main_session)
+    bigquery_preflight.require_credentials("pipelines.branching", keyed.bigquery_flags(args),
+                                           options, test_pipeline)
     os.makedirs(args.work_dir, exist_ok=True)
-    return jobs.run_job(lambda pipeline: build(pipeline, args),
-                        jobs.job_options(pipeline_args, save_main_session), test_pipeline)
+    return jobs.run_job(lambda pipeline: build(pipeline, args), options, test_pipeline)
 
 
 if __name__ == "__main__":

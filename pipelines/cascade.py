@@ -26,7 +26,7 @@ from apache_beam.typehints import typehints
 from tensorflow_serving.apis import prediction_log_pb2
 
 import beam_infer as bi
-from pipelines import jobs, keyed, models, postprocess
+from pipelines import bigquery_preflight, jobs, keyed, models, postprocess
 
 CarriedKey = tuple[bytes, float]  # (original key, original input)
 
@@ -83,9 +83,11 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> PipelineResult:
     args, pipeline_args = parse_args(argv)
+    options = jobs.job_options(pipeline_args, save_main_session)
+    bigquery_preflight.require_credentials("pipelines.cascade", keyed.bigquery_flags(args),
+                                           options, test_pipeline)
     os.makedirs(args.work_dir, exist_ok=True)
-    return jobs.run_job(lambda pipeline: build(pipeline, args),
-                        jobs.job_options(pipeline_args, save_main_session), test_pipeline)
+    return jobs.run_job(lambda pipeline: build(pipeline, args), options, test_pipeline)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from apache_beam.runners.runner import PipelineResult
 from apache_beam.typehints import typehints
 
 import beam_infer as bi
-from pipelines import jobs, models, postprocess, tables
+from pipelines import bigquery_preflight, jobs, models, postprocess, tables
 
 KEY_COLUMN = "key"
 VALUE_COLUMN = "value"
@@ -83,6 +83,12 @@ def add_question_flags(parser: argparse.ArgumentParser) -> None:
                              "default: the bundled maths questions.")
     source.add_argument("--input_table", help="BigQuery table PROJECT:DATASET.TABLE to read.")
     source.add_argument("--query", help="BigQuery standard SQL returning key and value.")
+
+
+def bigquery_flags(args: argparse.Namespace) -> list[str]:
+    """The BigQuery flags among ``args`` that were given, e.g. ``["--input_table"]``."""
+    return [f"--{name}" for name in ("input_table", "query", "output_table")
+            if getattr(args, name, None)]
 
 
 def add_two_model_parser(job: str, first: str, second: str) -> argparse.ArgumentParser:
@@ -173,9 +179,11 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> PipelineResult:
     args, pipeline_args = parse_args(argv)
+    options = jobs.job_options(pipeline_args, save_main_session)
+    bigquery_preflight.require_credentials("pipelines.keyed", bigquery_flags(args), options,
+                                           test_pipeline)
     os.makedirs(args.work_dir, exist_ok=True)
-    return jobs.run_job(lambda pipeline: build(pipeline, args),
-                        jobs.job_options(pipeline_args, save_main_session), test_pipeline)
+    return jobs.run_job(lambda pipeline: build(pipeline, args), options, test_pipeline)
 
 
 if __name__ == "__main__":

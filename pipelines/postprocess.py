@@ -33,7 +33,7 @@ from apache_beam.typehints import typehints
 from tensorflow_serving.apis import prediction_log_pb2
 
 import beam_infer as bi
-from pipelines import jobs, models
+from pipelines import bigquery_preflight, jobs, models
 
 ROW_FORMATS = ("jsonl", "csv")
 CSV_COLUMNS = ("key", "input", "output", "model_version")
@@ -163,8 +163,11 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
     args, pipeline_args = parse_args(argv)
-    return jobs.run_job(lambda pipeline: build(pipeline, args),
-                        jobs.job_options(pipeline_args, save_main_session), test_pipeline)
+    options = jobs.job_options(pipeline_args, save_main_session)
+    bigquery_preflight.require_credentials(
+        "pipelines.postprocess", ["--output_table"] if args.output_table else [], options,
+        test_pipeline)
+    return jobs.run_job(lambda pipeline: build(pipeline, args), options, test_pipeline)
 
 
 if __name__ == "__main__":
