@@ -14,7 +14,7 @@ import pytest
 from pipelines import models
 from tests import model_zoo
 
-pytest_plugins = ["tests.portable"]
+pytest_plugins = ["tests.portable", "tests.emulators.gcs", "tests.emulators.pubsub"]
 
 
 @dataclasses.dataclass(frozen=True)
