@@ -173,6 +173,8 @@ def prepare_defaults(args: argparse.Namespace) -> argparse.Namespace:
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
     args, pipeline_args = parse_args(argv)
+    jobs.check_services(args, pipeline_args, pubsub_topics=(args.output_topic,),
+                        pubsub_subscriptions=(args.input_subscription,))
     args = prepare_defaults(args)
     options = jobs.job_options(pipeline_args, save_main_session)
     standard = options.view_as(StandardOptions)
