@@ -155,8 +155,23 @@ def test_every_message_is_answered_once(pubsub, base, topics):
     assert all(y == 5 * x and version == 1 for x, y, version in answers)
 
 
-def test_version_published_mid_stream_takes_over_without_loss(pubsub, base, topics):
+@pytest.mark.parametrize("store", ["local", "gcs"])
+def test_version_published_mid_stream_takes_over_without_loss(pubsub, base, topics, store,
+                                                              request):
     examples, _, _, logs_sub = topics
+    model_path = base
+    if store == "gcs":  # the Dataflow layout: the base path in a bucket
+        gcs = request.getfixturevalue("gcs")
+        model_path = f"gs://{gcs.new_bucket()}/models/five"
+        gcs.upload_tree(os.path.join(base, "1"), f"{model_path}/1")
+        publish(base, 2)  # built here, uploaded object by object mid-stream
+
+    def publish_version_2() -> None:
+        if store == "gcs":
+            gcs.upload_tree(os.path.join(base, "2"), f"{model_path}/2")
+        else:
+            publish(base, 2)
+
     pulled: list[bytes] = []
     sent = 0
 
@@ -165,10 +180,10 @@ def test_version_published_mid_stream_takes_over_without_loss(pubsub, base, topi
         pubsub.publish(examples, [_example(float(i)) for i in range(sent, sent + count)])
         sent += count
 
-    with _running(pubsub, _argv(base, topics), examples):
+    with _running(pubsub, _argv(model_path, topics), examples):
         send(10)
         pulled += pubsub.pull(logs_sub, until=lambda got: len(got) >= 10, timeout_secs=30)
-        publish(base, 2)
+        publish_version_2()
         deadline = time.monotonic() + 30
         while not any(v == 2 for _, _, v in _answers(pulled)):
             assert time.monotonic() < deadline, "version 2 never answered"
