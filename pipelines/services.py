@@ -3,14 +3,16 @@
 Left alone, a job pointed at an emulator that is not running, or at Google Cloud with no
 credentials, does not fail fast: Beam first retries its credential lookup for ~20 s,
 then the storage client retries a refused connection for two minutes, and the streaming
-Pub/Sub read retries forever. So before building anything the jobs call
-``check_job_services``, which for the services the job's flags name:
+job's Pub/Sub read on the DirectRunner retries for a minute and then still does not end.
+So before building anything the jobs call ``check_job_services``, which for the services
+the job's flags name:
 
 * with ``STORAGE_EMULATOR_HOST`` / ``PUBSUB_EMULATOR_HOST`` set, asks the emulator one
   HTTP question (bounded by ``timeout_secs``), and for Pub/Sub checks that the topics
   and subscription exist there;
-* otherwise checks that Google credentials can be found (``google.auth.default()``,
-  no network call off Google Cloud), as every Google client will need them.
+* otherwise checks that Google credentials can be found (``google.auth.default()``:
+  the environment, gcloud's files, last the GCE metadata server), as every Google client
+  will need them.
 
 A failed check raises ``ServiceError`` naming the service, what was found and how to
 configure it. Only the jobs call this; the ``beam_infer`` library does nothing of the
