@@ -6,13 +6,15 @@ locally"). They talk only to the emulators named by ``STORAGE_EMULATOR_HOST`` an
 never write to a real bucket or topic::
 
     python -m pipelines.emulators copy work/keyed/five_model gs://demo/models/five/1
+    python -m pipelines.emulators cat gs://demo/keyed/answers.txt
     python -m pipelines.emulators create-pubsub \\
-        projects/demo/topics/examples=projects/demo/subscriptions/examples
-    python -m pipelines.emulators publish projects/demo/topics/examples 1 2 3 --raw junk
-    python -m pipelines.emulators pull projects/demo/subscriptions/logs --count 4
+        projects/demo-project/topics/examples=projects/demo-project/subscriptions/examples
+    python -m pipelines.emulators publish projects/demo-project/topics/examples 1 2 3 --raw junk
+    python -m pipelines.emulators pull projects/demo-project/subscriptions/logs --count 4
 
 ``copy`` uploads a local directory one object per file (as ``gcloud storage cp -r``
-does: no folder objects) and creates the bucket if needed. ``pull`` prints each
+does: no folder objects) and creates the bucket if needed; ``cat`` prints every object
+whose name starts with the path (all shards of an output prefix). ``pull`` prints each
 PredictionLog as ``x=.. y=.. version=..`` and each JSON dead letter as it is.
 """
 
@@ -25,7 +27,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from pipelines import models, services
+from pipelines import services
 
 PROJECT = "emulator"
 
@@ -54,6 +56,16 @@ def copy(source: str, destination: str) -> list[str]:
     return sorted(written)
 
 
+def cat(prefix: str) -> list[tuple[str, bytes]]:
+    """``(gs:// path, contents)`` of every object whose name starts with ``prefix``."""
+    bucket_name, _, name = prefix.removeprefix("gs://").partition("/")
+    if not prefix.startswith("gs://") or not bucket_name:
+        raise ValueError(f"cat reads gs://BUCKET/NAME; got {prefix!r}.")
+    client = _storage_client()
+    return [(f"gs://{bucket_name}/{blob.name}", blob.download_as_bytes())
+            for blob in client.list_blobs(bucket_name, prefix=name)]
+
+
 def create_pubsub(pairs: Sequence[str]) -> None:
     """Creates each ``TOPIC`` or ``TOPIC=SUBSCRIPTION`` (topic and a subscription to it)."""
     publisher, subscriber = _pubsub_clients()
@@ -66,6 +78,8 @@ def create_pubsub(pairs: Sequence[str]) -> None:
 
 def publish(topic: str, values: Sequence[float], raw: Sequence[str] = ()) -> int:
     """Publishes one demo Example per value (feature ``x``) and each ``raw`` text as is."""
+    from pipelines import models  # TensorFlow: imported only by the commands that need it
+
     publisher, _ = _pubsub_clients()
     messages = [models.make_example(v).SerializeToString() for v in values]
     messages += [text.encode() for text in raw]
@@ -95,6 +109,8 @@ def pull(subscription: str, count: int, timeout_secs: float) -> list[str]:
 def describe(data: bytes) -> str:
     """A JSON dead letter as it is; a PredictionLog as ``x=.. y=.. version=..``."""
     from tensorflow_serving.apis import prediction_log_pb2
+
+    from pipelines import models
 
     if data.startswith(b"{"):
         try:
@@ -142,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = commands.add_parser("copy", help="Upload a local model directory to gs://.")
     command.add_argument("source")
     command.add_argument("destination")
+    command = commands.add_parser("cat", help="Print the objects under a gs:// prefix.")
+    command.add_argument("prefix")
     command = commands.add_parser("create-pubsub", help="Create topics and subscriptions.")
     command.add_argument("pairs", nargs="+", metavar="TOPIC[=SUBSCRIPTION]")
     command = commands.add_parser("publish", help="Publish demo Examples (x=VALUE).")
@@ -158,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "copy":
             names = copy(args.source, args.destination)
             print(f"copied {len(names)} files to {args.destination}")
+        elif args.command == "cat":
+            for _, data in cat(args.prefix):
+                sys.stdout.write(data.decode("utf-8", errors="replace"))
         elif args.command == "create-pubsub":
             create_pubsub(args.pairs)
         elif args.command == "publish":
