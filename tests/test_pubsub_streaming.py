@@ -95,9 +95,12 @@ def _running(pubsub, argv: list[str], input_topic: str) -> Iterator[object]:
         # The DirectRunner's Pub/Sub read blocks in a 30 s pull; one more message ends it.
         waker = threading.Timer(0.5, pubsub.publish, (input_topic, [_example(-1.0)]))
         waker.start()
-        pipeline.result.cancel()  # returns once the runner's worker threads have stopped
-        thread.join(SHUTDOWN_SECS)
-        waker.join()
+        # cancel() returns once the runner's worker threads have stopped; bounded here too.
+        canceller = threading.Thread(target=pipeline.result.cancel, daemon=True)
+        canceller.start()
+        canceller.join(SHUTDOWN_SECS)
+        thread.join(max(0.0, SHUTDOWN_SECS - (time.monotonic() - started)))
+        waker.join(SHUTDOWN_SECS)
         took = time.monotonic() - started
         assert not thread.is_alive(), f"the job still runs {took:.1f} s after cancel()"
         assert took < SHUTDOWN_SECS
