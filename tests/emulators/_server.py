@@ -61,10 +61,12 @@ def running(name: str, command: Callable[[int], Sequence[str]], ready_url: Calla
             else:
                 if process.poll() is not None and attempt < attempts:
                     continue
+                what = (f"exited with code {process.poll()} before it answered"
+                         if process.poll() is not None else
+                         f"did not answer within {start_timeout_secs:.0f} s")
                 pytest.fail(
-                    f"{name} did not answer {ready_url(port)} within {start_timeout_secs:.0f} s "
-                    f"(exit code {process.poll()}); command: {' '.join(command(port))}; "
-                    f"log {log}:\n{_tail(log)}", pytrace=False)
+                    f"{name} {what} ({ready_url(port)}; {attempt} start(s)); command: "
+                    f"{' '.join(command(port))}; log {log}:\n{_tail(log)}", pytrace=False)
             yield port
             return
         finally:

@@ -102,12 +102,13 @@ class PubSubEmulator:
 def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSubEmulator]:
     """The Pub/Sub emulator on a free loopback port, for the whole session."""
     jar, java = find_jar(), shutil.which("java")
-    if not jar or not java:
+    if not jar or not os.path.isfile(jar) or not java:
         pytest.fail(
             f"the Pub/Sub emulator needs java (found: {java}) and the Cloud SDK's "
-            f"cloud-pubsub-emulator jar (found: {jar}); install the google-cloud-cli and "
-            "google-cloud-cli-pubsub-emulator packages and a Java 17 runtime, or set "
-            f"{JAR_ENV}", pytrace=False)
+            f"cloud-pubsub-emulator jar (found: {jar or 'none'}"
+            f"{'' if not jar or os.path.isfile(jar) else ', which is not a file'}); "
+            "install the google-cloud-cli and google-cloud-cli-pubsub-emulator packages "
+            f"and a Java 17 runtime, or set {JAR_ENV}", pytrace=False)
     with _server.running(
             "pubsub-emulator",
             lambda port: [java, "-jar", jar, f"--host={_server.HOST}", f"--port={port}"],
