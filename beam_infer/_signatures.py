@@ -19,6 +19,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from beam_infer._config import ModelSpec
 from beam_infer._errors import ModelPathError, SignatureError, TagsError
+from beam_infer._versions import version_number
 
 PREDICT = tf.saved_model.PREDICT_METHOD_NAME
 CLASSIFY = tf.saved_model.CLASSIFY_METHOD_NAME
@@ -107,14 +108,13 @@ class SignaturePlan:
 def read_saved_model(model_path: str) -> saved_model_pb2.SavedModel:
     """Parses ``saved_model.pb`` (or ``.pbtxt``) under ``model_path`` on any Beam filesystem.
 
+    The model files are looked up by name, never the directory itself: object stores
+    (``gs://``, ``s3://``) have no directories, and a model copied there without folder
+    placeholder objects has no object named like its folder.
+
     Raises:
         ModelPathError: the path does not exist or holds no SavedModel.
     """
-    if not FileSystems.exists(model_path):
-        raise ModelPathError(
-            f"model path {model_path!r} does not exist. Point model_path at a SavedModel "
-            "directory (the folder that holds saved_model.pb and variables/)."
-        )
     binary = posixpath.join(model_path, tf.saved_model.SAVED_MODEL_FILENAME_PB)
     text = posixpath.join(model_path, tf.saved_model.SAVED_MODEL_FILENAME_PBTXT)
     saved_model = saved_model_pb2.SavedModel()
@@ -129,16 +129,21 @@ def read_saved_model(model_path: str) -> saved_model_pb2.SavedModel:
             text_format.Parse(f.read().decode("utf-8"), saved_model)
         return saved_model
     found = _list_children(model_path)
-    versions = sorted((c for c in found if c.isdigit()), key=int)
+    if not found and not FileSystems.exists(model_path):
+        raise ModelPathError(
+            f"model path {model_path!r} does not exist. Point model_path at a SavedModel "
+            "directory (the folder that holds saved_model.pb and variables/)."
+        )
+    versions = sorted((c for c in found if version_number(c) is not None), key=int)
     hint = (
-        f" It holds numbered version folders ({', '.join(versions)}): point model_path at "
+        f" It holds numbered version folders ({_listed(versions)}): point model_path at "
         f"one of them, e.g. {posixpath.join(model_path, versions[-1])!r}."
         if versions
         else " Export the model with tf.saved_model.save(...) or Keras model.export(...)."
     )
     raise ModelPathError(
         f"no saved_model.pb in {model_path!r}; found: "
-        f"{', '.join(found) if found else 'an empty directory'}.{hint}"
+        f"{_listed(found) if found else 'an empty directory'}.{hint}"
     )
 
 
@@ -299,7 +304,11 @@ def _tensor_info(alias: str, info: meta_graph_pb2.TensorInfo) -> TensorInfo:
 
 
 def _list_children(path: str) -> list[str]:
-    """Names directly under ``path`` (folders too), for error messages."""
+    """Names directly under ``path`` (folders too), for error messages.
+
+    On object stores a folder is a name prefix: it is found from the objects below it,
+    with or without a placeholder object of its own.
+    """
     if FileSystems.get_scheme(path) in (None, "file"):
         local = path.removeprefix("file://")
         return sorted(os.listdir(local)) if os.path.isdir(local) else []
@@ -308,4 +317,13 @@ def _list_children(path: str) -> list[str]:
         matches = FileSystems.match([prefix + "**"])[0].metadata_list
     except Exception:  # noqa: BLE001 - only used to enrich an error message
         return []
-    return sorted({m.path[len(prefix):].split("/")[0] for m in matches} - {""})
+    return sorted({m.path[len(prefix):].split("/")[0] for m in matches
+                   if m.path.startswith(prefix)} - {""})
+
+
+def _listed(names: list[str], limit: int = 20) -> str:
+    """``a, b, c`` for a message: names from a listing are untrusted, so non-printable
+    ones are escaped and a long listing is cut."""
+    shown = [n if n.isprintable() else ascii(n) for n in names[:limit]]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(shown) + more

@@ -25,13 +25,14 @@ import dataclasses
 import os
 import posixpath
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
+from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
 from beam_infer._errors import ConfigurationError, ModelPathError
 
-_SHARD = re.compile(r"^variables\.data-(\d+)-of-(\d+)$")
+_SHARD = re.compile(r"^variables\.data-([0-9]+)-of-([0-9]+)$")
 _MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
 
@@ -128,16 +129,32 @@ class ModelVersion:
 def list_version_files(base_path: str) -> dict[int, dict[str, tuple[int, float]]]:
     """``{version: {relative path: (size, mtime)}}`` for every numbered child of the base.
 
+    Built from one recursive listing, so it works on object stores whether or not the
+    folders have placeholder objects (those are left out: they are not model files).
     The (size, mtime) pairs also fingerprint a version: a failed version is retried
     only when its fingerprint changes.
+    """
+    versions: dict[int, dict[str, tuple[int, float]]] = {}
+    for version, rest, metadata in _listing(base_path):
+        if rest and not rest.endswith("/"):
+            versions.setdefault(version, {})[rest] = (
+                metadata.size_in_bytes, metadata.last_updated_in_seconds)
+    return versions
+
+
+def _listing(base_path: str) -> Iterator[tuple[int, str, FileMetadata]]:
+    """``(version, path below the version folder, metadata)`` for every listed object
+    under a numbered child of ``base_path``; ``""`` for a folder's placeholder object.
+
+    Names come from a bucket listing and are not trusted: objects outside the base,
+    and children whose name is not a version number, are skipped.
     """
     prefix = base_path.rstrip("/") + "/"
     try:
         matches = FileSystems.match([prefix + "**"])[0].metadata_list
     except Exception:  # noqa: BLE001 - an unreadable or empty base path has no versions
-        return {}
+        return
     local_prefix = prefix.removeprefix("file://")
-    versions: dict[int, dict[str, tuple[int, float]]] = {}
     for metadata in matches:
         for known in (prefix, local_prefix):
             if metadata.path.startswith(known):
@@ -146,10 +163,20 @@ def list_version_files(base_path: str) -> dict[int, dict[str, tuple[int, float]]
         else:
             continue
         head, _, rest = relative.partition("/")
-        if head.isdigit() and rest and not rest.endswith("/"):
-            versions.setdefault(int(head), {})[rest] = (
-                metadata.size_in_bytes, metadata.last_updated_in_seconds)
-    return versions
+        version = version_number(head)
+        if version is not None:
+            yield version, rest, metadata
+
+
+def version_number(name: str) -> int | None:
+    """The version a child folder named ``name`` holds, or None if it is no version.
+
+    Plain decimal numbers only, as ``version_path`` writes them (``"7"``, not ``"07"``
+    or non-ASCII digits): the folder loaded is then the folder that was listed.
+    """
+    if name.isascii() and name.isdigit() and str(int(name)) == name:
+        return int(name)
+    return None
 
 
 def is_complete(files: Mapping[str, tuple[int, float]]) -> bool:
@@ -178,15 +205,22 @@ def complete_versions(base_path: str) -> dict[int, dict[str, tuple[int, float]]]
 
 
 def numeric_children(base_path: str) -> list[int]:
-    """Numbered child folders of ``base_path``, empty ones included where they exist."""
+    """Numbered child folders of ``base_path``, empty ones included where they exist.
+
+    On an object store a folder exists when an object lies below it or a placeholder
+    object names it.
+    """
     local = base_path.removeprefix("file://")
     if FileSystems.get_scheme(base_path) in (None, "file") and os.path.isdir(local):
-        return sorted(int(n) for n in os.listdir(local)
-                      if n.isdigit() and os.path.isdir(os.path.join(local, n)))
-    return sorted(list_version_files(base_path))
+        return sorted(v for n in os.listdir(local)
+                      if (v := version_number(n)) is not None
+                      and os.path.isdir(os.path.join(local, n)))
+    return sorted({version for version, _, _ in _listing(base_path)})
 
 
 def is_saved_model_dir(path: str) -> bool:
+    """Whether ``path`` holds ``saved_model.pb`` (or ``.pbtxt``), looked up by file name,
+    which works on object stores with or without folder placeholder objects."""
     return any(FileSystems.exists(posixpath.join(path, name)) for name in _MODEL_FILES)
 
 

@@ -65,6 +65,7 @@ def prepare_defaults(args: argparse.Namespace) -> argparse.Namespace:
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> PipelineResult:
     args, pipeline_args = parse_args(argv)
+    jobs.check_services(args, pipeline_args)
     return jobs.run_job(lambda pipeline: build(pipeline, prepare_defaults(args)),
                         jobs.job_options(pipeline_args, save_main_session), test_pipeline)
 

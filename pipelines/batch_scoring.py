@@ -236,6 +236,7 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> PipelineResult:
     """Runs the job, prints the summary and returns the ``PipelineResult``."""
     args, pipeline_args = parse_args(argv)
+    jobs.check_services(args, pipeline_args)
     args = prepare_defaults(args)
     start = time.perf_counter()
     result = jobs.run_job(lambda pipeline: build(pipeline, args),

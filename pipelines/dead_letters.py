@@ -96,6 +96,7 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
     args, pipeline_args = parse_args(argv)
+    jobs.check_services(args, pipeline_args)
     args = prepare_defaults(args)
     return jobs.run_job(lambda pipeline: build(pipeline, args),
                         jobs.job_options(pipeline_args, save_main_session), test_pipeline)

@@ -5,7 +5,14 @@ serialized ``PredictionLog`` per element::
 
     python -m pipelines.streaming --model_path=gs://b/models/five \\
         --input_subscription=projects/P/subscriptions/S --output_topic=projects/P/topics/T \\
+        --dead_letter_topic=projects/P/topics/D \\
         --runner=DataflowRunner --project=P --region=R --temp_location=gs://b/tmp
+
+With ``--dead_letter_topic``, a message that cannot be scored (not an Example, or one
+the model cannot read) is published there as one JSON dead letter (``stage``,
+``error_type``, ``message``, ``record_base64``: the message as it came) and the stream
+goes on; without it such a message fails the job. Locally the same flags run on the
+DirectRunner against the Pub/Sub emulator (``PUBSUB_EMULATOR_HOST``; see the README).
 
 With no Pub/Sub flags it scores a generated stream (``--rate`` elements per second for
 ``--duration_secs``) and writes ``x=... y=... version=... latency_ms=...`` lines to
@@ -36,6 +43,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 import beam_infer as bi
 from pipelines import jobs, models
+from pipelines.dead_letters import dead_letter_json
 
 SENT_AT = "sent_at_micros"  # rides in each Example; the model reads only "x"
 
@@ -109,6 +117,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     parser.add_argument("--input_subscription", help="Pub/Sub subscription of serialized "
                                                      "tf.train.Example (Dataflow).")
     parser.add_argument("--output_topic", help="Pub/Sub topic for serialized PredictionLogs.")
+    parser.add_argument("--dead_letter_topic",
+                        help="Pub/Sub topic for messages that cannot be scored, as JSON dead "
+                             "letters; without it such a message fails the job.")
     parser.add_argument("--output", help="Local text output prefix; default "
                                          "<work_dir>/output.")
     parser.add_argument("--rate", type=float, default=20.0,
@@ -125,6 +136,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
         parser.error("--input_subscription and --output_topic go together (Pub/Sub in and "
                      f"out); got input_subscription={args.input_subscription!r}, "
                      f"output_topic={args.output_topic!r}.")
+    if args.dead_letter_topic and not args.input_subscription:
+        parser.error("--dead_letter_topic needs --input_subscription and --output_topic "
+                     "(dead letters of the Pub/Sub stream); got "
+                     f"dead_letter_topic={args.dead_letter_topic!r} without them.")
     return args, rest
 
 
@@ -138,10 +153,19 @@ def model_spec(args: argparse.Namespace) -> bi.ModelSpec:
 
 
 def build_pubsub(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
-    """Pub/Sub in, RunInference, Pub/Sub out (Dataflow)."""
-    _ = (pipeline
-         | "ReadExamples" >> beam.io.ReadFromPubSub(subscription=args.input_subscription)
-         | "RunInference" >> bi.RunInference(model_spec(args))
+    """Pub/Sub in, RunInference, Pub/Sub out; dead letters to their own topic if given."""
+    examples = pipeline | "ReadExamples" >> beam.io.ReadFromPubSub(
+        subscription=args.input_subscription)
+    inference = bi.RunInference(model_spec(args))
+    if args.dead_letter_topic:
+        logs, failed = examples | "RunInference" >> inference.with_dead_letters()
+        _ = (failed
+             | "FormatDeadLetters" >> beam.Map(
+                 lambda letter: dead_letter_json(letter).encode()).with_output_types(bytes)
+             | "WriteDeadLetters" >> beam.io.WriteToPubSub(args.dead_letter_topic))
+    else:
+        logs = examples | "RunInference" >> inference
+    _ = (logs
          | "Serialize" >> beam.Map(lambda log: log.SerializeToString()).with_output_types(bytes)
          | "WriteLogs" >> beam.io.WriteToPubSub(args.output_topic))
 
@@ -173,6 +197,9 @@ def prepare_defaults(args: argparse.Namespace) -> argparse.Namespace:
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
     args, pipeline_args = parse_args(argv)
+    jobs.check_services(args, pipeline_args,
+                        pubsub_topics=(args.output_topic, args.dead_letter_topic),
+                        pubsub_subscriptions=(args.input_subscription,))
     args = prepare_defaults(args)
     options = jobs.job_options(pipeline_args, save_main_session)
     standard = options.view_as(StandardOptions)

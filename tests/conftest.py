@@ -14,7 +14,8 @@ import pytest
 from pipelines import models
 from tests import model_zoo
 
-pytest_plugins = ["tests.portable", "tests.emulators.bigquery"]
+pytest_plugins = ["tests.portable", "tests.emulators.gcs", "tests.emulators.pubsub",
+                  "tests.emulators.bigquery"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -125,3 +125,35 @@ def test_pubsub_flags_go_together(capsys):
     assert ("--input_subscription and --output_topic go together (Pub/Sub in and out); got "
             "input_subscription='projects/my-project/subscriptions/s', output_topic=None."
             ) in capsys.readouterr().err
+
+
+def test_dead_letter_topic_needs_the_pubsub_flags(capsys):
+    with pytest.raises(SystemExit):
+        streaming.parse_args(["--dead_letter_topic", "projects/my-project/topics/d"])
+    assert ("--dead_letter_topic needs --input_subscription and --output_topic (dead letters "
+            "of the Pub/Sub stream); got dead_letter_topic='projects/my-project/topics/d' "
+            "without them.") in capsys.readouterr().err
+
+
+def test_pubsub_graph_with_a_dead_letter_topic_publishes_dead_letters(tmp_path):
+    base = str(tmp_path / "five")
+    os.makedirs(base)
+    publish(base, 1)
+    args, _ = streaming.parse_args([
+        "--model_path", base, "--input_subscription", "projects/my-project/subscriptions/s",
+        "--output_topic", "projects/my-project/topics/t",
+        "--dead_letter_topic", "projects/my-project/topics/d"])
+    pipeline = beam.Pipeline(options=PipelineOptions(["--streaming"]))
+    streaming.build_pubsub(pipeline, args)
+    found = {}
+
+    class Visitor(beam.pipeline.PipelineVisitor):
+        def enter_composite_transform(self, node):
+            found[node.full_label] = node.transform
+
+        visit_transform = enter_composite_transform
+
+    pipeline.visit(Visitor())
+    assert found["WriteDeadLetters"]._sink.full_topic == "projects/my-project/topics/d"
+    assert found["WriteLogs"]._sink.full_topic == "projects/my-project/topics/t"
+    assert "RunInference/Validate" in found and "FormatDeadLetters" in found

@@ -173,3 +173,28 @@ def test_versioned_model_shared_across_processes_scores_through_the_proxy(tmp_pa
     assert [(log.predict_log.response.model_spec.version.value,
              log.predict_log.response.outputs["output_0"].float_val[0]) for log in logs] == \
         [(2, 10.0), (2, 20.0)]
+
+
+def test_only_plain_decimal_folders_are_versions(tmp_path):
+    # Names come from a listing: "01" would be loaded as "1", "²" crashed int().
+    base = _versioned(tmp_path, versions=(1,))
+    for name in ("01", "\u00b2", "\u0663", "v2", "-3"):
+        shutil.copytree(os.path.join(base, "1"), os.path.join(base, name))
+    assert _versions.numeric_children(base) == [1]
+    assert list(_versions.list_version_files(base)) == [1]
+    assert list(_versions.list_version_files(remote(base))) == [1]
+    assert [_versions.version_number(n) for n in ("0", "7", "10", "07", "\u0663", "")] == [
+        0, 7, 10, None, None, None]
+
+
+def test_listing_in_an_error_is_escaped_and_cut(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "evil\x1b[2Jname").write_bytes(b"")
+    for i in range(24):
+        (model / f"f{i:02d}").write_bytes(b"")
+    with pytest.raises(bi.ModelPathError) as error:
+        bi.SavedModelHandler(bi.ModelSpec(model_path=str(model)))
+    assert "'evil\\x1b[2Jname'" in str(error.value)
+    assert "\x1b" not in str(error.value)
+    assert str(error.value).count(", ") == 19 and "and 5 more." in str(error.value)
