@@ -163,11 +163,12 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
     args, pipeline_args = parse_args(argv)
-    jobs.check_services(args, pipeline_args)
+    # BigQuery first: its flags say more precisely what needs credentials.
     options = jobs.job_options(pipeline_args, save_main_session)
     bigquery_preflight.require_credentials(
         "pipelines.postprocess", ["--output_table"] if args.output_table else [], options,
         test_pipeline)
+    jobs.check_services(args, pipeline_args)
     return jobs.run_job(lambda pipeline: build(pipeline, args), options, test_pipeline)
 
 
