@@ -13,6 +13,7 @@ import pytest
 
 from pipelines import models
 from tests import model_zoo
+from tests.publishing import publish
 
 pytest_plugins = ["tests.portable", "tests.emulators.gcs", "tests.emulators.pubsub",
                   "tests.emulators.bigquery"]
@@ -67,6 +68,15 @@ def fault_zoo(tmp_path_factory: pytest.TempPathFactory) -> FaultZoo:
         poison=model_zoo.poison_examples(root / "poison"),
         slow=model_zoo.flaky_examples(root / "slow", failure="slow"),
     )
+
+
+@pytest.fixture
+def base(tmp_path: pathlib.Path) -> str:
+    """A TF Serving-style base path holding version 1 of ``y = 5·v·x`` (see ``publishing``)."""
+    path = str(tmp_path / "five")
+    os.makedirs(path)
+    publish(path, 1)
+    return path
 
 
 @pytest.fixture

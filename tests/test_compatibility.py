@@ -69,14 +69,6 @@ def _answer(model, value: float = 1.0):
             [(e.version, e.ok, e.incompatible) for e in events])
 
 
-@pytest.fixture
-def base(tmp_path) -> str:
-    path = str(tmp_path / "five")
-    os.makedirs(path)
-    publish(path, 1)
-    return path
-
-
 def test_a_version_with_a_renamed_input_is_refused_once_and_the_current_one_serves(
         base, caplog):
     model = bi.SavedModelHandler(

@@ -30,14 +30,6 @@ def _wait_poll():
     time.sleep(POLL + 0.05)
 
 
-@pytest.fixture
-def base(tmp_path) -> str:
-    path = str(tmp_path / "five")
-    os.makedirs(path)
-    publish(path, 1)
-    return path
-
-
 def test_new_version_loads_in_the_background_after_one_poll_interval(base):
     model = bi.SavedModelHandler(
         bi.ModelSpec(model_path=base, poll_interval_secs=POLL)).load_model()

@@ -38,6 +38,22 @@ def _later(delay: float, action) -> threading.Thread:
     return thread
 
 
+def _pubsub_transforms(args) -> dict[str, beam.PTransform]:
+    """The Pub/Sub job's transforms by full label, as built from ``args``."""
+    pipeline = beam.Pipeline(options=PipelineOptions(["--streaming"]))
+    streaming.build_pubsub(pipeline, args)
+    found = {}
+
+    class Visitor(beam.pipeline.PipelineVisitor):
+        def enter_composite_transform(self, node):
+            found[node.full_label] = node.transform
+
+        visit_transform = enter_composite_transform
+
+    pipeline.visit(Visitor())
+    return found
+
+
 def test_copying_a_new_version_in_switches_scoring_without_loss_or_duplicates(tmp_path):
     base = str(tmp_path / "five")
     os.makedirs(base)
@@ -98,17 +114,7 @@ def test_pubsub_graph_reads_the_subscription_and_publishes_logs(tmp_path):
     args, _ = streaming.parse_args([
         "--model_path", base, "--input_subscription", "projects/my-project/subscriptions/s",
         "--output_topic", "projects/my-project/topics/t"])
-    pipeline = beam.Pipeline(options=PipelineOptions(["--streaming"]))
-    streaming.build_pubsub(pipeline, args)
-    found = {}
-
-    class Visitor(beam.pipeline.PipelineVisitor):
-        def enter_composite_transform(self, node):
-            found[node.full_label] = node.transform
-
-        visit_transform = enter_composite_transform
-
-    pipeline.visit(Visitor())
+    found = _pubsub_transforms(args)
     read, write = found["ReadExamples"], found["WriteLogs"]
     assert isinstance(read, beam.io.ReadFromPubSub)
     assert read._source.full_subscription == "projects/my-project/subscriptions/s"
@@ -143,17 +149,7 @@ def test_pubsub_graph_with_a_dead_letter_topic_publishes_dead_letters(tmp_path):
         "--model_path", base, "--input_subscription", "projects/my-project/subscriptions/s",
         "--output_topic", "projects/my-project/topics/t",
         "--dead_letter_topic", "projects/my-project/topics/d"])
-    pipeline = beam.Pipeline(options=PipelineOptions(["--streaming"]))
-    streaming.build_pubsub(pipeline, args)
-    found = {}
-
-    class Visitor(beam.pipeline.PipelineVisitor):
-        def enter_composite_transform(self, node):
-            found[node.full_label] = node.transform
-
-        visit_transform = enter_composite_transform
-
-    pipeline.visit(Visitor())
+    found = _pubsub_transforms(args)
     assert found["WriteDeadLetters"]._sink.full_topic == "projects/my-project/topics/d"
     assert found["WriteLogs"]._sink.full_topic == "projects/my-project/topics/t"
     assert "RunInference/Validate" in found and "FormatDeadLetters" in found

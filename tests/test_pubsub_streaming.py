@@ -124,14 +124,6 @@ def _answers(messages: list[bytes]) -> list[tuple[float, float, int]]:
 
 
 @pytest.fixture
-def base(tmp_path) -> str:
-    path = str(tmp_path / "five")
-    os.makedirs(path)
-    publish(path, 1)
-    return path
-
-
-@pytest.fixture
 def topics(pubsub):
     """Input topic and subscription, output topic and a subscription to read it."""
     examples = pubsub.topic("examples")
