@@ -240,7 +240,8 @@ class RunInferenceOnBatches(beam.PTransform):
 
 
 def _validator(handler: SavedModelHandler) -> Validator:
-    return Validator.for_plan(handler.spec.model_path, handler.spec.effective_tags,
+    # The version the plan was read from: a versioned base path holds no saved_model.pb.
+    return Validator.for_plan(handler.model_version.path, handler.spec.effective_tags,
                               handler.plan)
 
 

@@ -3,6 +3,7 @@ kind of bad element gets a message that says what was wrong and how to fix it.""
 
 from __future__ import annotations
 
+import apache_beam as beam
 import pytest
 import tensorflow as tf
 
@@ -154,3 +155,20 @@ def test_a_graph_that_cannot_be_read_leaves_only_the_type_checks(zoo, tmp_path):
     assert (validator.proto, validator.features) == (None, ())
     assert validator.check(b"\xff\xff") is None
     assert validator.check(None).stage == "decode"
+
+
+def test_a_versioned_base_path_is_validated_with_its_serving_versions_rules(base, tmp_path):
+    from tests.beam_helpers import run_collect
+
+    no_x = tf.train.Example(features=tf.train.Features(feature={
+        "y": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0]))}))
+
+    def build(p):
+        _, failed = (p | beam.Create([no_x]) | bi.RunInference(
+            bi.ModelSpec(model_path=base)).with_dead_letters())
+        return {"failed": failed}
+
+    outputs, _ = run_collect(build, str(tmp_path / "out"))
+    (letter,) = outputs["failed"]
+    assert letter.stage is bi.Stage.VALIDATE
+    assert "feature 'x'" in letter.message
