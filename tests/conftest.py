@@ -1,4 +1,10 @@
-"""Shared fixtures: real SavedModels built once per session, and a way to read outputs."""
+"""Shared fixtures: real SavedModels built once per session, and a way to read outputs.
+
+Test tiers: every test gets one marker, ``unit`` (the modules in ``UNIT_MODULES``: the
+inner loop, ``python -m pytest -m unit``, about a minute), ``emulators`` (marked in their
+modules: they start local cloud-service emulators) or ``pipeline`` (everything else:
+pipelines, jobs end to end, the portable runner).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,22 @@ from tests.publishing import publish
 
 pytest_plugins = ["tests.portable", "tests.emulators.gcs", "tests.emulators.pubsub",
                   "tests.emulators.bigquery"]
+
+
+UNIT_MODULES = frozenset({
+    "test_batches", "test_compatibility", "test_config", "test_construction_errors",
+    "test_dead_letters_properties", "test_devices", "test_handler", "test_isolation",
+    "test_live_versions", "test_loading", "test_messages", "test_model_cache",
+    "test_public_api", "test_rows", "test_tables", "test_tensor_inputs", "test_validation",
+    "test_versions", "test_warmup",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("emulators") is None:
+            module = item.module.__name__.rsplit(".", 1)[-1]
+            item.add_marker("unit" if module in UNIT_MODULES else "pipeline")
 
 
 @dataclasses.dataclass(frozen=True)
