@@ -39,11 +39,8 @@ runner that reports metrics. docs/batch_scoring.md has the scheduling recipes.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import datetime
 import logging
 import os
-import posixpath
 import sys
 import time
 import traceback
@@ -51,26 +48,23 @@ from collections.abc import Sequence
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 from tensorflow_serving.apis import prediction_log_pb2
 
 import beam_infer as bi
 from pipelines import (
     bigquery_preflight,
-    columns,
+    finish,
     jobs,
-    keyed,
     models,
     postprocess,
     progress,
     run_report,
     services,
-    staging,
     tables,
 )
 from pipelines.run_report import Summary
+from pipelines.scoring_config import DEFAULT_MAX_FAILURE_RATE, Job, configure
 from pipelines.scoring_steps import (
     BIGQUERY_SCHEMA,
     FAILED,
@@ -82,7 +76,6 @@ from pipelines.scoring_steps import (
     CountDeadLetters,
     CountScored,
     CountWritten,
-    Lineage,
     ToModelInputFn,
     failed_counter,
     failure_json,
@@ -92,11 +85,8 @@ from pipelines.scoring_steps import (
 )
 
 OUTPUT_FORMATS = ("jsonl", "parquet", "tfrecord")
-DEFAULT_MAX_FAILURE_RATE = 0.01  # with --failed_output; without it, any failure fails
 DEFAULT_PROGRESS_SECS = 60.0
 PROG = "python -m pipelines.batch_scoring"
-__all__ = ["BIGQUERY_SCHEMA", "PARQUET_SCHEMA", "Summary", "build", "main", "parse_args",
-           "run", "summarize"]
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -154,6 +144,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                                                 "model names no version.")
     parser.add_argument("--progress_secs", type=float, default=DEFAULT_PROGRESS_SECS,
                         help="Seconds between progress lines; 0 turns them off.")
+    parser.add_argument("--commit", choices=finish.COMMIT_MODES, default="after_run",
+                        help="after_run: this process waits for the job, commits and exits "
+                             "with the run's code; in_pipeline: the job's last step commits "
+                             "(for launchers that do not wait, e.g. Flex Templates).")
     return parser
 
 
@@ -176,171 +170,9 @@ def prepare_defaults(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-@dataclasses.dataclass(frozen=True)
-class Job:
-    """Everything a run needs, resolved and checked while the pipeline is built."""
-
-    run_id: str
-    run_date: datetime.date
-    source: str  # for messages: "--input=..." or "--input_table=..."
-    input: dict[str, Any]  # for the manifest
-    fmt: str | None  # file format; None for BigQuery
-    pattern: str | None
-    input_table: str | None
-    query: str | None
-    header: list[str]
-    expected: int | None
-    transform: bi.RunInference
-    mapping: columns.RowMapping
-    lineage: Lineage
-    model: dict[str, Any]
-    output_format: str
-    num_shards: int
-    predictions: staging.FileOutput | None
-    table: staging.TableOutput | None
-    failures: staging.FileOutput | None
-    manifest_path: str
-    max_failure_rate: float
-    progress_secs: float
-
-    @property
-    def failed_manifest_path(self) -> str:
-        return self.manifest_path.removesuffix(".json") + ".failed.json"
-
-
-def configure(args: argparse.Namespace, options: PipelineOptions) -> Job:
-    """Resolves the run's flags against the model and the input.
-
-    Raises:
-        run_report.UsageError: a flag, or what it points at, is wrong.
-        run_report.NothingScoredError: no input file matches.
-    """
-    try:
-        return _configure(args, options)
-    except (run_report.UsageError, run_report.NothingScoredError):
-        raise
-    except ValueError as e:  # ours, and bi.ConfigurationError
-        raise run_report.UsageError(str(e)) from e
-
-
-def _configure(args: argparse.Namespace, options: PipelineOptions) -> Job:
-    run_date = staging.parse_run_date(args.run_date)
-    run_id = staging.new_run_id()
-    max_failure_rate = _max_failure_rate(args)
-    for flag, value in (("--num_shards", args.num_shards),
-                        ("--progress_secs", args.progress_secs)):
-        if value < 0:
-            raise ValueError(f"{flag} must be 0 or more; got {value:g}.")
-    pattern = staging.fill(args.input, run_date)
-    input_table = staging.fill(args.input_table, run_date)
-    query = staging.fill(args.query, run_date)
-    keyed.check_table("--input_table", input_table)
-    fmt = tables.detect_format(pattern, args.input_format) if pattern else None
-    if fmt == "tfrecord" and args.key_column:
-        raise ValueError(
-            f"--key_column={args.key_column} needs a table input (csv, jsonl, parquet); "
-            f"{pattern!r} is a TFRecord of Examples, which has no columns. Drop "
-            "--key_column or convert the input.")
-    files = tables.match_files(pattern) if pattern else []
-    if pattern and not files:
-        raise run_report.NothingScoredError(
-            f"no file matches --input={pattern} (run date {run_date}): nothing to score, so "
-            "nothing was committed. Check that the input for this date has landed.")
-
-    spec = bi.ModelSpec(
-        model_path=args.model_path, signature_names=tuple(args.signature_name),
-        tags=tuple(args.tag), batching=bi.BatchConfig(max_batch_size=args.max_batch_size),
-        pad_variable_length_inputs=args.pad_variable_length_inputs)
-    transform = bi.RunInference(spec)  # reads and checks the signatures, once
-    handler = transform.handler
-    mapping = columns.RowMapping.for_plan(
-        handler.plan, input_map=columns.parse_input_map(args.input_map),
-        key_column=args.key_column, feature_types=tables.parse_feature_types(args.feature_types),
-        text_cells=fmt == "csv", model_path=handler.model_version.path)
-
-    header: list[str] = []
-    known: list[str] | None = None
-    expected = None
-    if fmt == "csv":
-        header = known = tables.csv_header(pattern)
-    elif fmt == "parquet":
-        known, expected = tables.parquet_footers(files)
-    elif input_table:
-        project = options.view_as(GoogleCloudOptions).project
-        known, expected = staging.table_info(input_table, project=project)
-    if known is not None:
-        mapping.check_columns(known, f"--input {pattern}" if pattern else
-                              f"--input_table {input_table}")
-
-    served = handler.model_version
-    lineage = Lineage(
-        name=served.name or posixpath.basename(args.model_path.rstrip("/")),
-        version=args.model_version or (None if served.version is None else str(served.version))
-        or _numbered(served.path),
-        fingerprint=run_report.fingerprint(served.path),
-        signature=handler.plan.signatures[0].name, tags=spec.effective_tags)
-    model = {"path": args.model_path, "served_path": served.path, "name": lineage.name,
-             "version": lineage.version, "fingerprint": lineage.fingerprint,
-             "tags": list(spec.effective_tags)}
-
-    output = staging.fill(args.output, run_date)
-    predictions = (staging.FileOutput.at(output, suffix=f".{args.output_format}", run_id=run_id)
-                   if output else None)
-    project = options.view_as(GoogleCloudOptions).project
-    output_table = staging.fill(args.output_table, run_date)
-    table = (staging.TableOutput.parse(output_table, project=project, run_id=run_id)
-             if output_table else None)
-    failed_output = staging.fill(args.failed_output, run_date)
-    failures = (staging.FileOutput.at(failed_output, suffix=".jsonl", run_id=run_id)
-                if failed_output else None)
-    if predictions and failures and predictions.prefix == failures.prefix:
-        raise ValueError(
-            f"--output and --failed_output are both {predictions.prefix!r}; a rerun would "
-            "replace one with the other. Give them different prefixes.")
-    manifest_path = staging.fill(args.manifest, run_date) or _default_manifest(
-        predictions, table, args.work_dir)
-
-    source = f"--input={pattern}" if pattern else (
-        f"--input_table={input_table}" if input_table else "--query")
-    input_doc = ({"pattern": pattern, "format": fmt, "files": len(files)} if pattern else
-                 {"table": input_table} if input_table else {"query": query})
-    return Job(run_id=run_id, run_date=run_date, source=source, input=input_doc, fmt=fmt,
-               pattern=pattern, input_table=input_table, query=query, header=header,
-               expected=expected, transform=transform, mapping=mapping, lineage=lineage,
-               model=model, output_format=args.output_format, num_shards=args.num_shards,
-               predictions=predictions, table=table, failures=failures,
-               manifest_path=manifest_path, max_failure_rate=max_failure_rate,
-               progress_secs=args.progress_secs)
-
-
-def _max_failure_rate(args: argparse.Namespace) -> float:
-    if args.max_failure_rate is None:
-        return DEFAULT_MAX_FAILURE_RATE if args.failed_output else 0.0
-    if not 0.0 <= args.max_failure_rate <= 1.0:
-        raise ValueError(
-            f"--max_failure_rate is a share of the rows read, from 0 to 1; got "
-            f"{args.max_failure_rate:g}. Example: --max_failure_rate=0.01 (1%).")
-    return args.max_failure_rate
-
-
-def _numbered(path: str) -> str | None:
-    """A TF Serving-style version folder's number (``/models/five/3`` → ``"3"``)."""
-    name = posixpath.basename(path.rstrip("/"))
-    return name if name.isascii() and name.isdigit() else None
-
-
-def _default_manifest(predictions: staging.FileOutput | None,
-                      table: staging.TableOutput | None, work_dir: str) -> str:
-    if predictions is not None:
-        return FileSystems.join(predictions.directory,
-                                        f"_{predictions.basename}.manifest.json")
-    assert table is not None
-    name = f"_{table.dataset}.{table.table.replace('$', '_')}.manifest.json"
-    return os.path.join(os.path.abspath(work_dir), name)
-
-
 def build(pipeline: beam.Pipeline, job: Job) -> None:
-    """Applies the job's steps to ``pipeline``, every output written to its staging place."""
+    """Applies the job's steps to ``pipeline``, every output written to its staging place;
+    with ``--commit=in_pipeline`` a last step commits them (``finish.CommitRunFn``)."""
     records = _read(pipeline, job)
     converted = records | "ToModelInputs" >> beam.ParDo(ToModelInputFn(
         job.mapping, parse={"jsonl": "json", "csv": "csv"}.get(job.fmt or ""),
@@ -351,14 +183,52 @@ def build(pipeline: beam.Pipeline, job: Job) -> None:
                           | "RunInference" >> job.transform.with_dead_letters())
     scored = logs | "CountScored" >> beam.ParDo(CountScored(job.run_id))
     failed = dead_letters | "CountDeadLetters" >> beam.ParDo(CountDeadLetters(job.run_id))
-    _write_predictions(scored, job)
+    sinks = _write_predictions(scored, job)
     if job.failures is not None:
-        _ = ((converted[FAILED_TAG], failed)
-             | "FlattenFailures" >> beam.Flatten()
-             | "FailureToJson" >> beam.Map(failure_json)
-             | "WriteFailures" >> beam.io.WriteToText(
-                 job.failures.staging_prefix, file_name_suffix=job.failures.suffix,
-                 num_shards=job.num_shards))
+        sinks["failures"] = (
+            (converted[FAILED_TAG], failed)
+            | "FlattenFailures" >> beam.Flatten()
+            | "FailureToJson" >> beam.Map(failure_json)
+            | "WriteFailures" >> beam.io.WriteToText(
+                job.failures.staging_prefix, file_name_suffix=job.failures.suffix,
+                num_shards=job.num_shards))
+    if job.commit == "in_pipeline":
+        _commit_in_pipeline(pipeline, job, converted, scored, failed, sinks)
+
+
+def _commit_in_pipeline(pipeline: beam.Pipeline, job: Job, converted: Any,
+                        scored: beam.PCollection, failed: beam.PCollection,
+                        sinks: dict[str, Any]) -> None:
+    """``CommitRun``: counts computed by the pipeline, and every write, as side inputs."""
+    def count(pcoll: beam.PCollection | None, label: str) -> Any:
+        if pcoll is None:
+            pcoll = pipeline | f"No{label}" >> beam.Create([])
+        return beam.pvalue.AsSingleton(pcoll | label >> beam.combiners.Count.Globally())
+
+    def listed(pcoll: Any, label: str) -> Any:
+        if pcoll is None:
+            pcoll = pipeline | f"No{label}" >> beam.Create([])
+        return beam.pvalue.AsList(pcoll)
+
+    table = sinks.get("table")
+    load_jobs = table.destination_load_jobid_pairs if table is not None else None
+    copy_jobs = table.destination_copy_jobid_pairs if table is not None else None
+    by_stage = (failed
+                | "FailureStages" >> beam.Map(lambda record: record["stage"])
+                | "CountByStage" >> beam.combiners.Count.PerElement())
+    _ = (pipeline
+         | "CommitOnce" >> beam.Create([None])
+         | "CommitRun" >> beam.ParDo(
+             finish.CommitRunFn(job.plan),
+             inputs=count(converted.inputs, "CountInputs"),
+             convert_failed=count(converted[FAILED_TAG], "CountConvertFailures"),
+             scored=count(scored, "CountScoredRows"),
+             failed_by_stage=beam.pvalue.AsDict(by_stage),
+             written_files=count(sinks.get("written_files"), "CountWrittenFileRows"),
+             written_table=count(sinks.get("written_table"), "CountWrittenTableRows"),
+             load_jobs=listed(load_jobs, "LoadJobs"), copy_jobs=listed(copy_jobs, "CopyJobs"),
+             files_written=listed(sinks.get("files"), "FilesWritten"),
+             failures_written=listed(sinks.get("failures"), "FailuresWritten")))
 
 
 def _read(pipeline: beam.Pipeline, job: Job) -> beam.PCollection:
@@ -376,44 +246,47 @@ def _read(pipeline: beam.Pipeline, job: Job) -> beam.PCollection:
         job.pattern, skip_header_lines=1 if job.fmt == "csv" else 0)
 
 
-def _write_predictions(logs: beam.PCollection, job: Job) -> None:
+def _write_predictions(logs: beam.PCollection, job: Job) -> dict[str, Any]:
+    """Writes the predictions; returns what each write gave (for ``CommitRun``)."""
     lineage = job.lineage
+    sinks: dict[str, Any] = {}
     if job.predictions is not None and job.output_format == "tfrecord":
-        _ = (logs
-             | "StampLogs" >> beam.Map(stamp_log, lineage)
-             | "CountWrittenFiles" >> beam.ParDo(CountWritten("files"))
-             | "WritePredictionLogs" >> beam.io.WriteToTFRecord(
-                 job.predictions.staging_prefix,
-                 coder=beam.coders.ProtoCoder(prediction_log_pb2.PredictionLog),
-                 file_name_suffix=job.predictions.suffix, num_shards=job.num_shards))
+        sinks["written_files"] = (logs
+                                  | "StampLogs" >> beam.Map(stamp_log, lineage)
+                                  | "CountWrittenFiles" >> beam.ParDo(CountWritten("files")))
+        sinks["files"] = sinks["written_files"] | "WritePredictionLogs" >> \
+            beam.io.WriteToTFRecord(
+                job.predictions.staging_prefix,
+                coder=beam.coders.ProtoCoder(prediction_log_pb2.PredictionLog),
+                file_name_suffix=job.predictions.suffix, num_shards=job.num_shards)
     needs_rows = job.table is not None or (job.predictions is not None
                                            and job.output_format != "tfrecord")
     if not needs_rows:
-        return
+        return sinks
     rows = (logs
             | "ToRows" >> bi.PredictionLogToRows(model_version=lineage.version)
             | "AddLineage" >> beam.Map(with_lineage, lineage))
     if job.predictions is not None and job.output_format == "jsonl":
-        _ = (rows
-             | "CountWrittenFiles" >> beam.ParDo(CountWritten("files"))
-             | "WriteRows" >> postprocess.WriteRows(job.predictions.staging_prefix,
-                                                    fmt="jsonl", num_shards=job.num_shards))
+        sinks["written_files"] = rows | "CountWrittenFiles" >> beam.ParDo(CountWritten("files"))
+        sinks["files"] = sinks["written_files"] | "WriteRows" >> postprocess.WriteRows(
+            job.predictions.staging_prefix, fmt="jsonl", num_shards=job.num_shards)
     elif job.predictions is not None and job.output_format == "parquet":
-        _ = (rows
-             | "ToFlatRows" >> beam.Map(flat_row)
-             | "CountWrittenFiles" >> beam.ParDo(CountWritten("files"))
-             | "WriteParquet" >> beam.io.WriteToParquet(
-                 job.predictions.staging_prefix, PARQUET_SCHEMA,
-                 file_name_suffix=job.predictions.suffix, num_shards=job.num_shards))
+        sinks["written_files"] = (rows
+                                  | "ToFlatRows" >> beam.Map(flat_row)
+                                  | "CountWrittenFiles" >> beam.ParDo(CountWritten("files")))
+        sinks["files"] = sinks["written_files"] | "WriteParquet" >> beam.io.WriteToParquet(
+            job.predictions.staging_prefix, PARQUET_SCHEMA,
+            file_name_suffix=job.predictions.suffix, num_shards=job.num_shards)
     if job.table is not None:
-        _ = (rows
-             | "ToBigQueryRows" >> beam.Map(flat_row)
-             | "CountWrittenTable" >> beam.ParDo(CountWritten("table"))
-             | "WriteToBigQuery" >> beam.io.WriteToBigQuery(
-                 job.table.staging_spec, schema=BIGQUERY_SCHEMA,
-                 method=beam.io.WriteToBigQuery.Method.FILE_LOADS,
-                 create_disposition=beam.io.BigQueryDisposition.CREATE_IF_NEEDED,
-                 write_disposition=beam.io.BigQueryDisposition.WRITE_TRUNCATE))
+        sinks["written_table"] = (rows
+                                  | "ToBigQueryRows" >> beam.Map(flat_row)
+                                  | "CountWrittenTable" >> beam.ParDo(CountWritten("table")))
+        sinks["table"] = sinks["written_table"] | "WriteToBigQuery" >> beam.io.WriteToBigQuery(
+            job.table.staging_spec, schema=BIGQUERY_SCHEMA,
+            method=beam.io.WriteToBigQuery.Method.FILE_LOADS,
+            create_disposition=beam.io.BigQueryDisposition.CREATE_IF_NEEDED,
+            write_disposition=beam.io.BigQueryDisposition.WRITE_TRUNCATE)
+    return sinks
 
 
 def summarize(result: PipelineResult, elapsed_secs: float) -> Summary:
@@ -430,6 +303,9 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> PipelineResult:
     """Runs the job, commits its outputs, prints the summary; returns the ``PipelineResult``.
 
+    With ``--commit=in_pipeline`` the pipeline's last step commits instead, and ``run``
+    returns once the runner does (at once for Dataflow) without waiting for the job.
+
     Raises:
         run_report.UsageError: a configuration mistake, found before anything ran.
         run_report.RunError: the run did not succeed (``TooManyFailuresError``,
@@ -443,7 +319,6 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
                                            options, test_pipeline)
     jobs.check_services(args, pipeline_args)
     args = prepare_defaults(args)
-    started_at = _now()
     start = time.perf_counter()
     job = configure(args, options)
     pipeline = test_pipeline or beam.Pipeline(options=options)
@@ -451,6 +326,17 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         build(pipeline, job)
     except ValueError as e:
         raise run_report.UsageError(str(e)) from e
+    if job.commit == "in_pipeline":
+        with progress.Progress(job.run_id, every_secs=job.progress_secs,
+                               expected=job.expected, counters=(SCORED, FAILED)):
+            result = pipeline.run()
+        if result.state == PipelineState.DONE:  # in-process runners end here
+            print(summarize(result, time.perf_counter() - start))
+            print(f"committed by the pipeline's last step; manifest {job.plan.manifest_path}")
+        else:
+            print(f"submitted; the job's last step commits and writes "
+                  f"{job.plan.manifest_path} (or {job.plan.failed_manifest_path})")
+        return result
     committed = False
     try:
         with progress.Progress(job.run_id, every_secs=job.progress_secs,
@@ -460,92 +346,19 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
             state = result.wait_until_finish()
         if state not in (None, PipelineState.DONE):
             raise run_report.RunError(f"the pipeline ended in state {state}; nothing was "
-                                       "committed.")
+                                      "committed.")
         summary = summarize(result, time.perf_counter() - start)
         print(summary)
-        _finish(job, result, summary, started_at)
+        written = {sink: run_report.counter_total(result, bi.METRICS_NAMESPACE,
+                                                  f"{WRITTEN}_{sink}")
+                   for sink in ("files", "table")}
+        document = finish.finish(job.plan, summary, written)
         committed = True
+        print(f"{finish.describe(document)}; manifest {job.plan.manifest_path}")
     finally:
         if not committed:
-            _discard(job)
+            finish.discard(job.plan)
     return result
-
-
-def _finish(job: Job, result: PipelineResult, summary: Summary, started_at: str) -> None:
-    written = {sink: run_report.counter_total(result, bi.METRICS_NAMESPACE, f"{WRITTEN}_{sink}")
-               for sink in ("files", "table")}
-    try:
-        run_report.judge(summary, max_failure_rate=job.max_failure_rate,
-                         failed_output=job.failures and job.failures.pattern,
-                         source=job.source)
-    except run_report.RunError as e:
-        outputs = {}
-        if isinstance(e, run_report.TooManyFailuresError) and job.failures is not None:
-            outputs["failed"] = _commit_files(job.failures, summary.failed)
-        _discard(job)
-        staging.write_json(job.failed_manifest_path, _manifest(
-            job, summary, written, outputs, started_at, status="failed",
-            exit_code=e.exit_code, reason=str(e)))
-        raise
-    try:
-        staging.delete_if_present(job.manifest_path)  # readers wait for the new one
-        staging.delete_if_present(job.failed_manifest_path)
-        outputs = {}
-        if job.predictions is not None:
-            outputs["predictions"] = _commit_files(job.predictions, written["files"])
-        if job.table is not None:
-            job.table.commit()
-            outputs["table"] = {"table": job.table.spec, "rows": written["table"],
-                                "write_disposition": "WRITE_TRUNCATE"}
-        if job.failures is not None:
-            outputs["failed"] = _commit_files(job.failures, summary.failed)
-    except Exception as e:
-        raise run_report.RunError(
-            f"committing the outputs failed ({type(e).__name__}: {str(e)[:500]}); some may "
-            f"be half replaced and no manifest was written to {job.manifest_path}. Rerun "
-            "the date.") from e
-    staging.write_json(job.manifest_path, _manifest(job, summary, written, outputs,
-                                                    started_at, status="succeeded",
-                                                    exit_code=run_report.EXIT_OK))
-    print(f"committed {', '.join(_describe(k, v) for k, v in outputs.items())}; "
-          f"manifest {job.manifest_path}")
-
-
-def _commit_files(output: staging.FileOutput, rows: int) -> dict[str, Any]:
-    return {"prefix": output.prefix, "pattern": output.pattern, "files": output.commit(),
-            "rows": rows}
-
-
-def _describe(name: str, output: dict[str, Any]) -> str:
-    where = output.get("pattern") or output.get("table")
-    return f"{output['rows']} {name} row(s) to {where}"
-
-
-def _manifest(job: Job, summary: Summary, written: dict[str, int], outputs: dict[str, Any],
-              started_at: str, *, status: str, exit_code: int,
-              reason: str | None = None) -> dict[str, Any]:
-    document = run_report.manifest(
-        status=status, exit_code=exit_code, reason=reason, run_id=job.run_id,
-        run_date=job.run_date.isoformat(), input_=job.input, summary=summary,
-        max_failure_rate=job.max_failure_rate, model=job.model,
-        signature=run_report.describe_plan(job.transform.handler.plan),
-        columns=job.mapping.describe(), outputs=outputs, start=started_at, end=_now(),
-        written=0 if status != "succeeded" else (
-            written["files"] if job.predictions is not None else written["table"]))
-    return document
-
-
-def _discard(job: Job) -> None:
-    """Best effort: a run that does not commit removes what it staged."""
-    for output in (job.predictions, job.table, job.failures):
-        if output is None:
-            continue
-        try:
-            output.discard()
-        except Exception as e:  # noqa: BLE001 - cleaning up must not hide why the run failed
-            logging.getLogger(__name__).warning(
-                "could not remove the staging output of run %s: %s", job.run_id,
-                type(e).__name__)
 
 
 def _bigquery_flags(args: argparse.Namespace) -> list[str]:
@@ -553,8 +366,6 @@ def _bigquery_flags(args: argparse.Namespace) -> list[str]:
             if getattr(args, name, None)]
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:

@@ -136,3 +136,17 @@ def test_an_input_table_without_the_signatures_column_fails_at_build(
         "(for input x: float32[?,1]); its columns: id, y. Name columns after the signature's "
         "input aliases, or map them with --input_map ALIAS=COLUMN (and --key_column=COLUMN).\n")
     assert _tables(bigquery_beam, dataset) == ["wrong"]
+
+
+def test_the_pipelines_last_step_commits_the_table_after_the_load(bigquery_beam, dataset, zoo,
+                                                                  tmp_path):
+    source = _features(bigquery_beam, dataset, [
+        {"id": "a", "x": [1.0], "dt": DATE}, {"id": "b", "x": [3.0], "dt": DATE}])
+    output = bigquery_beam.table(dataset, "scores")
+    for _ in range(2):  # the rerun replaces the table
+        assert _score(bigquery_beam, tmp_path, f"--input_table={source}", "--key_column=id",
+                      f"--output_table={output}", f"--model_path={zoo.keras3_dense}",
+                      "--commit=in_pipeline") == 0
+    assert [(r["key"], json.loads(r["output"])) for r in _rows(bigquery_beam, output)] == [
+        ("a", {"output_0": [5.0]}), ("b", {"output_0": [15.0]})]
+    assert _tables(bigquery_beam, dataset) == ["features", "scores"]

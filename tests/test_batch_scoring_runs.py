@@ -349,3 +349,29 @@ def test_beam_infer_score_and_the_module_return_the_exit_code_as_processes(tmp_p
     assert scored.returncode == 3, scored.stderr[-3000:]
     assert "beam-infer score: failed (too many failures): 1 of 1 rows failed" in scored.stderr
     assert not list((tmp_path / "out").glob("part-*"))
+
+
+def test_the_pipelines_last_step_can_commit_for_launchers_that_do_not_wait(tmp_path, zoo,
+                                                                          capsys):
+    source = _write_values(tmp_path / "in.jsonl", [[1.0], [2.0], [3.0]])
+    in_pipeline = ["--commit=in_pipeline", f"--failed_output={tmp_path}/failed/dt={{run_date}}/f"]
+    assert _score(tmp_path, source, zoo.keras3_dense, *in_pipeline, "--num_shards=2") == 0
+    assert _score(tmp_path, source, zoo.keras3_dense, *in_pipeline) == 0  # a rerun replaces
+    partition = _partition(tmp_path)
+    rows = _jsonl_rows(partition.glob("part-*.jsonl"))
+    assert sorted(r["output"]["output_0"][0] for r in rows) == [5.0, 10.0, 15.0]
+    manifest = _manifest(partition)
+    assert manifest["counts"] == {"read": 3, "scored": 3, "failed": 0, "written": 3,
+                                  "failed_by_stage": dict.fromkeys(run_report.STAGES, 0)}
+    assert "committed by the pipeline's last step" in capsys.readouterr().out
+    assert not [p for p in partition.iterdir() if p.name.startswith("_staging")]
+
+    bad = _write_values(tmp_path / "bad.jsonl", [[1.0], "oops", [3.0]])
+    before = {p.name: p.read_bytes() for p in partition.iterdir()}
+    assert _score(tmp_path, bad, zoo.keras3_dense, *in_pipeline) == 3
+    err = capsys.readouterr().err
+    assert "failed (too many failures): 1 of 3 rows failed (33.33%; by stage: convert 1)" in err
+    assert {p.name: p.read_bytes() for p in partition.iterdir()
+            if p.name != "_part.manifest.failed.json"} == before
+    (failure,) = _jsonl_rows((tmp_path / "failed" / f"dt={DATE}").glob("f-*.jsonl"))
+    assert failure["stage"] == "convert" and failure["element"].endswith('"x": "oops"}')
