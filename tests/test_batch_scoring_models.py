@@ -135,3 +135,16 @@ def test_a_column_the_signature_needs_is_checked_when_the_pipeline_is_built(tmp_
         "signature's input aliases, or map them with --input_map ALIAS=COLUMN (and "
         "--key_column=COLUMN).\n")
     assert not list(tmp_path.glob("out*")) and not list(tmp_path.glob("_*"))
+
+
+def test_variable_length_inputs_are_padded_when_asked(tmp_path, zoo):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "tokens": [1, 2, 3]}\n{"id": "b", "tokens": [4]}\n')
+    assert batch_scoring.main([
+        f"--input={source}", f"--model_path={zoo.tokens}", "--key_column=id",
+        "--pad_variable_length_inputs", "--max_batch_size=8", f"--output={tmp_path}/out",
+        f"--work_dir={tmp_path}", *QUIET]) == 0
+    rows = {r["key"]: r for r in _jsonl(tmp_path, "out")}
+    assert {k: (r["output"]["total"], r["output"]["length"]) for k, r in rows.items()} == {
+        "a": (6, 3), "b": (4, 1)}
+    assert rows["b"]["input"] == {"tokens": [4]}  # the row's own value, unpadded

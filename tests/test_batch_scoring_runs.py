@@ -375,3 +375,24 @@ def test_the_pipelines_last_step_can_commit_for_launchers_that_do_not_wait(tmp_p
             if p.name != "_part.manifest.failed.json"} == before
     (failure,) = _jsonl_rows((tmp_path / "failed" / f"dt={DATE}").glob("f-*.jsonl"))
     assert failure["stage"] == "convert" and failure["element"].endswith('"x": "oops"}')
+
+
+@pytest.mark.emulators
+def test_reruns_replace_on_gcs_too(gcs, tmp_path, zoo):
+    source = _write_values(tmp_path / "in.jsonl", [1.0, 2.0, 3.0])
+    root = f"gs://{gcs.new_bucket('scores')}"
+    argv = [f"--input={source}", "--key_column=id", f"--run_date={DATE}",
+            f"--output={root}/scores/dt={{run_date}}/part", f"--work_dir={tmp_path}", *QUIET]
+    assert batch_scoring.main([*argv, f"--model_path={zoo.five}", "--num_shards=3"]) == 0
+    assert batch_scoring.main([*argv, f"--model_path={zoo.ten}", "--num_shards=1"]) == 0
+    prefix = f"{root}/scores/dt={DATE}"
+    bucket_path = prefix.removeprefix("gs://").split("/", 1)[1]
+    assert gcs.names(prefix) == [f"{bucket_path}/_part.manifest.json",
+                                 f"{bucket_path}/part-00000-of-00001.jsonl"]
+    rows = [json.loads(line) for line in
+            gcs.read_text(f"{prefix}/part-00000-of-00001.jsonl").splitlines()]
+    assert sorted((r["key"], r["output"]["output_0"][0]) for r in rows) == [
+        ("r0", 10.0), ("r1", 20.0), ("r2", 30.0)]
+    manifest = json.loads(gcs.read_text(f"{prefix}/_part.manifest.json"))
+    assert manifest["counts"]["written"] == 3
+    assert manifest["outputs"]["predictions"]["files"] == [f"{prefix}/part-00000-of-00001.jsonl"]
