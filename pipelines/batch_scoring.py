@@ -366,8 +366,6 @@ def _bigquery_flags(args: argparse.Namespace) -> list[str]:
             if getattr(args, name, None)]
 
 
-
-
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     """Runs the job and returns its exit code (see ``pipelines.run_report``).
 
