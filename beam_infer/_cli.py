@@ -172,7 +172,8 @@ def add_score(subparsers: Any) -> None:
         "score", add_help=False,
         help="Run the batch scoring job (pipelines.batch_scoring); flags go to the job.",
         description="Run pipelines.batch_scoring; every flag (--input, --model_path, "
-                    "--output_format, --runner, ...) is passed to it.")
+                    "--output_format, --runner, ...) is passed to it. Exits with the job's "
+                    "code: 0 ok, 1 error, 2 usage, 3 too many failures, 4 nothing scored.")
     parser.set_defaults(handler=_score, passes_unknown_args=True)
 
 
@@ -181,8 +182,8 @@ def _score(args: argparse.Namespace, unknown: Sequence[str]) -> int:
 
     if "-h" in unknown or "--help" in unknown:
         batch_scoring.parse_args(["--help"], prog=f"{PROG} score")
-    batch_scoring.run(list(unknown))
-    return 0
+    # The job's exit codes: 0 ok, 1 error, 2 usage, 3 too many failures, 4 nothing scored.
+    return batch_scoring.main(list(unknown), prog=f"{PROG} score")
 
 
 # --- warmup ----------------------------------------------------------------------------

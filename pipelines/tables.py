@@ -2,7 +2,9 @@
 
 Shared by the jobs: a row is a ``dict`` of column name to value, and ``row_to_example``
 turns it into the ``tf.train.Example`` a model's parsing signature reads, feature by
-column name.
+column name (``example_to_row`` goes the other way). ``match_files`` and
+``parquet_footers`` look at the input while the pipeline is built: which files there are,
+and for Parquet the columns and row count from the files' footers.
 """
 
 from __future__ import annotations
@@ -65,12 +67,38 @@ def parse_feature_types(text: str | None) -> dict[str, str]:
     return types
 
 
+def match_files(pattern: str) -> list[str]:
+    """The paths matching ``pattern`` on any Beam filesystem, sorted; [] for none."""
+    try:
+        result = FileSystems.match([pattern])[0]
+    except Exception:  # noqa: BLE001 - Beam raises when nothing matches on some filesystems
+        return []
+    return sorted(m.path for m in result.metadata_list)
+
+
+def parquet_footers(paths: Sequence[str], *, max_files: int = 1000
+                    ) -> tuple[list[str], int | None]:
+    """The first file's column names and the row count of all ``paths`` (None if more than
+    ``max_files``: reading every footer would take too long), from the footers only."""
+    import pyarrow.parquet as pq
+
+    columns: list[str] = []
+    rows = 0
+    for index, path in enumerate(paths[:max_files]):
+        with FileSystems.open(path) as f:
+            parquet = pq.ParquetFile(f)
+            if index == 0:
+                columns = list(parquet.schema_arrow.names)
+            rows += parquet.metadata.num_rows
+    return columns, rows if len(paths) <= max_files else None
+
+
 def csv_header(pattern: str) -> list[str]:
     """The column names on the first line of the first file matching ``pattern``."""
-    matches = FileSystems.match([pattern])[0].metadata_list
+    matches = match_files(pattern)
     if not matches:
         raise ValueError(f"no file matches {pattern!r}; check the input path.")
-    first = sorted(m.path for m in matches)[0]
+    first = matches[0]
     with FileSystems.open(first) as f:
         line = f.readline().decode("utf-8").strip()
     header = next(csv.reader([line]), [])
@@ -79,15 +107,17 @@ def csv_header(pattern: str) -> list[str]:
     return header
 
 
-def parse_csv_line(line: str, header: Sequence[str]) -> dict[str, Any]:
-    """One CSV line as a row; numbers become int or float, empty cells None."""
+def parse_csv_line(line: str, header: Sequence[str], typed: bool = True) -> dict[str, Any]:
+    """One CSV line as a row; with ``typed`` numbers become int or float and empty cells
+    None, else every cell stays text (for readers that know each column's type)."""
     cells = next(csv.reader(io.StringIO(line)), [])
     if len(cells) != len(header):
         raise ValueError(
             f"CSV line has {len(cells)} cells but the header has {len(header)} columns "
             f"({', '.join(header)}): {line!r}"
         )
-    return {name: _cell(cell) for name, cell in zip(header, cells, strict=True)}
+    convert = _cell if typed else str
+    return {name: convert(cell) for name, cell in zip(header, cells, strict=True)}
 
 
 def _cell(text: str) -> Any:
@@ -107,17 +137,19 @@ class ReadRows(beam.PTransform):
     Args:
         pattern: A file pattern on any Beam filesystem.
         fmt: ``"csv"``, ``"jsonl"`` or ``"parquet"``.
+        typed: CSV only: numbers become int or float (else every cell stays text).
 
     Example:
         >>> rows = p | ReadRows("gs://bucket/in/*.csv", fmt="csv")
     """
 
-    def __init__(self, pattern: str, *, fmt: str):
+    def __init__(self, pattern: str, *, fmt: str, typed: bool = True):
         super().__init__()
         if fmt not in ("csv", "jsonl", "parquet"):
             raise ValueError(f"ReadRows reads csv, jsonl or parquet; got {fmt!r}.")
         self._pattern = pattern
         self._fmt = fmt
+        self._typed = typed
         # Read while the pipeline is built: a missing file or header fails here.
         self._header = csv_header(pattern) if fmt == "csv" else None
 
@@ -130,7 +162,30 @@ class ReadRows(beam.PTransform):
                     | "ParseJson" >> beam.Map(json.loads))
         return (pcoll
                 | "ReadLines" >> beam.io.ReadFromText(self._pattern, skip_header_lines=1)
-                | "ParseCsv" >> beam.Map(parse_csv_line, self._header))
+                | "ParseCsv" >> beam.Map(parse_csv_line, self._header, self._typed))
+
+
+def example_to_row(serialized: bytes) -> dict[str, list[Any]]:
+    """A serialized ``tf.train.Example`` as a row: each feature's value list by name.
+
+    Raises:
+        ValueError: the bytes are not a ``tf.train.Example``.
+
+    Example:
+        >>> example_to_row(row_to_example({"x": 1.5}).SerializeToString())
+        {'x': [1.5]}
+    """
+    try:
+        example = tf.train.Example.FromString(serialized)
+    except Exception as e:  # protobuf's DecodeError differs between its implementations
+        raise ValueError(
+            f"a record of {len(serialized)} bytes is not a serialized tf.train.Example "
+            f"({type(e).__name__}); the TFRecord input must hold tf.train.Examples.") from e
+    row: dict[str, list[Any]] = {}
+    for name, feature in example.features.feature.items():
+        kind = feature.WhichOneof("kind")
+        row[name] = list(getattr(feature, kind).value) if kind else []
+    return row
 
 
 def row_to_example(row: Mapping[str, Any], *, exclude: Iterable[str] = (),

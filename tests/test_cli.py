@@ -146,5 +146,8 @@ def test_score_help_shows_the_jobs_flags_under_the_commands_name(capsys):
         _cli.main(["score", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: beam-infer score [-h] [--work_dir WORK_DIR] [--input INPUT]")
+    assert out.startswith("usage: beam-infer score [-h] [--work_dir WORK_DIR]")
+    assert "[--input INPUT | --input_table INPUT_TABLE | --query QUERY]" in " ".join(out.split())
     assert "--output_format {jsonl,parquet,tfrecord}" in out
+    assert "Exit codes: 0 ok, 1 error, 2 usage, 3 too many failures, 4 nothing scored." in \
+        " ".join(out.split())

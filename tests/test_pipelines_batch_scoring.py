@@ -42,7 +42,7 @@ def test_csv_with_keys_fails_only_the_rows_that_cannot_be_scored(tmp_path, zoo, 
     result = batch_scoring.run([
         f"--input={source}", f"--model_path={zoo.ten}", "--key_column=id",
         "--max_batch_size=64", f"--output={tmp_path}/out", f"--failed_output={tmp_path}/bad",
-        f"--work_dir={tmp_path}", "--model_version=2"])
+        "--max_failure_rate=0.25", f"--work_dir={tmp_path}", "--model_version=2"])
     assert _counts(capsys) == (4, 3, 1)
     summary = batch_scoring.summarize(result, 2.0)
     assert (summary.read, summary.scored, summary.failed) == (4, 3, 1)
@@ -65,7 +65,8 @@ def test_feature_types_reject_bad_cells_before_the_model(tmp_path, zoo, capsys):
     source.write_text('{"x": 1}\n{"x": "abc"}\n')
     batch_scoring.run([f"--input={source}", f"--model_path={zoo.five}",
                        "--feature_types=x:float", f"--output={tmp_path}/out",
-                       f"--failed_output={tmp_path}/bad", f"--work_dir={tmp_path}"])
+                       f"--failed_output={tmp_path}/bad", "--max_failure_rate=0.5",
+                       f"--work_dir={tmp_path}"])
     assert _counts(capsys) == (2, 1, 1)
     assert [r["output"] for r in _jsonl(tmp_path, "out")] == [{"output_0": [5.0]}]
     (failure,) = _jsonl(tmp_path, "bad")
