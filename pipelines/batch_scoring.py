@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -241,10 +240,10 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
     start = time.perf_counter()
     result = jobs.run_job(lambda pipeline: build(pipeline, args),
                           jobs.job_options(pipeline_args, save_main_session), test_pipeline)
-    print(summarize(result, time.perf_counter() - start))
+    print(f"{summarize(result, time.perf_counter() - start)}; outputs: "
+          f"{', '.join(filter(None, (args.output, args.failed_output)))}")
     return result
 
 
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.WARNING)
-    run()
+    jobs.main(run)
