@@ -161,9 +161,8 @@ class RunInferenceWithDeadLetters(beam.PTransform):
     ``SplitDeadLetters``; the dead letters of both are flattened into one output. Every
     input element ends in exactly one of the two outputs.
 
-    Returns:
-        ``InferenceResults(predictions, failed)``: what ``RunInference`` emits, and one
-        ``DeadLetter`` per element that was not scored.
+    Its result is ``InferenceResults(predictions, failed)``: what ``RunInference`` emits,
+    and one ``DeadLetter`` per element that was not scored.
 
     Example:
         >>> logs, failed = examples | bi.RunInference(spec).with_dead_letters()
