@@ -6,8 +6,8 @@ wraps a class's ``__init__`` (frozen dataclasses included) or a function so that
 unknown keyword raises ``UnknownArgumentError`` (a ``ConfigurationError`` and a
 ``TypeError``) saying which keyword, the closest valid names and every name taken::
 
-    ModelSpec got an unknown keyword argument 'singature_names'; did you mean
-    'signature_names'? ModelSpec takes: model_path, signature_names, tags, ...
+    ModelSpec got an unknown keyword argument 'singature_names' (did you mean
+    'signature_names'?). ModelSpec takes: model_path, signature_names, tags, ...
 
 Only names are checked here; values are checked by the classes themselves.
 """
@@ -37,8 +37,8 @@ def checked_keywords(target: T) -> T:
         ...     size: int = 1
         >>> Config(sise=2)
         Traceback (most recent call last):
-        UnknownArgumentError: Config got an unknown keyword argument 'sise'; did you
-        mean 'size'? Config takes: size.
+        UnknownArgumentError: Config got an unknown keyword argument 'sise' (did you
+        mean 'size'?). Config takes: size.
     """
     if isinstance(target, type):
         init = target.__init__
@@ -79,14 +79,13 @@ def _wrap(function: Callable[..., Any], accepted: tuple[str, ...], owner: str
 
 
 def unknown_message(owner: str, given: Iterable[str], accepted: tuple[str, ...]) -> str:
-    """``X got an unknown keyword argument 'a'; did you mean 'b'? X takes: ...``."""
+    """``X got an unknown keyword argument 'a' (did you mean 'b'?). X takes: ...``."""
     unknown = [name for name in given if name not in accepted]
     parts = []
     for name in unknown:
-        close = difflib.get_close_matches(name, accepted, n=2, cutoff=0.6)
-        hint = (f"; did you mean {' or '.join(repr(c) for c in close)}?" if close
-                else ";")
+        close = difflib.get_close_matches(name, accepted, n=2, cutoff=0.5)
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
         parts.append(f"{name!r}{hint}")
     noun = "argument" if len(unknown) == 1 else "arguments"
-    return (f"{owner} got an unknown keyword {noun} {' '.join(parts)} "
+    return (f"{owner} got an unknown keyword {noun} {', '.join(parts)}. "
             f"{owner} takes: {', '.join(accepted) or 'no keywords'}.")
