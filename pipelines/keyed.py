@@ -179,10 +179,11 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> PipelineResult:
     args, pipeline_args = parse_args(argv)
-    jobs.check_services(args, pipeline_args)
     options = jobs.job_options(pipeline_args, save_main_session)
     bigquery_preflight.require_credentials("pipelines.keyed", bigquery_flags(args), options,
                                            test_pipeline)
+    # After the BigQuery check, whose message names the flags that need BigQuery.
+    jobs.check_services(args, pipeline_args)
     os.makedirs(args.work_dir, exist_ok=True)
     return jobs.run_job(lambda pipeline: build(pipeline, args), options, test_pipeline,
                         job="pipelines.keyed", outputs=outputs(args))

@@ -167,11 +167,12 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
     args, pipeline_args = parse_args(argv)
-    jobs.check_services(args, pipeline_args)
     options = jobs.job_options(pipeline_args, save_main_session)
     bigquery_preflight.require_credentials(
         "pipelines.postprocess", ["--output_table"] if args.output_table else [], options,
         test_pipeline)
+    # After the BigQuery check, whose message names the flags that need BigQuery.
+    jobs.check_services(args, pipeline_args)
     return jobs.run_job(lambda pipeline: build(pipeline, args), options, test_pipeline,
                         job="pipelines.postprocess", outputs=[
                             args.output or os.path.join(args.work_dir, "rows"),
