@@ -20,11 +20,14 @@ ENV TF_FORCE_GPU_ALLOW_GROWTH=true \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /opt/beam_infer
-COPY requirements.txt setup.py README.md ./
+COPY requirements.txt setup.py README.md LICENSE ./
 RUN pip install -r requirements.txt "tensorflow[and-cuda]>=2.21,<2.22"
+# The library only: the jobs in pipelines/ are launched from a checkout and their code
+# comes to the workers pickled by value (docs/packaging.md), so the image needs no
+# top-level "pipelines" package.
 COPY beam_infer ./beam_infer
-COPY pipelines ./pipelines
+COPY beam_infer_cli.py ./
 RUN pip install --no-deps . \
-    && python -c "import beam_infer, pipelines.keyed, tensorflow as tf; print(tf.__version__)"
+    && python -c "import beam_infer, tensorflow as tf; print(beam_infer.__version__, tf.__version__)"
 
 ENTRYPOINT ["/opt/apache/beam/boot"]

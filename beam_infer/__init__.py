@@ -23,17 +23,25 @@ from beam_infer._errors import (
     ModelPathError,
     SignatureError,
     TagsError,
+    UnknownArgumentError,
 )
 from beam_infer._handler import METRICS_NAMESPACE, SavedModelHandler
 from beam_infer._local_runner import patch_local_runner_metrics
 from beam_infer._reading import ReadTFRecordBatches
 from beam_infer._rows import PredictionLogToRows, prediction_log_to_row
 from beam_infer._signatures import Feed, Operation
+from beam_infer._tfx_api import (
+    CreateModelHandler,
+    RunInferenceOnKeyedBatches,
+    RunInferencePerModel,
+    RunInferencePerModelOnKeyedBatches,
+)
 from beam_infer._transform import (
     RunInference,
     RunInferenceOnBatches,
     RunInferenceWithDeadLetters,
 )
+from beam_infer._version import __version__ as __version__
 from beam_infer._versions import VersionPolicy
 from beam_infer._warmup import write_warmup_requests
 
@@ -42,6 +50,7 @@ __all__ = [
     "BatchConfig",
     "BeamInferError",
     "ConfigurationError",
+    "CreateModelHandler",
     "DeadLetter",
     "Feed",
     "IncompatibleVersionError",
@@ -59,11 +68,15 @@ __all__ = [
     "RetryConfig",
     "RunInference",
     "RunInferenceOnBatches",
+    "RunInferenceOnKeyedBatches",
+    "RunInferencePerModel",
+    "RunInferencePerModelOnKeyedBatches",
     "RunInferenceWithDeadLetters",
     "SavedModelHandler",
     "SignatureError",
     "Stage",
     "TagsError",
+    "UnknownArgumentError",
     "VersionPolicy",
     "patch_local_runner_metrics",
     "prediction_log_to_row",

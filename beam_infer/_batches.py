@@ -126,6 +126,7 @@ def encode(inner: SavedModelHandler, batch: Batch, *, lean: bool) -> Any:
     value = batch.value
     plan = inner.plan
     signature = plan.signatures[0]
+    strict = inner.spec.strict_input_casts
     if isinstance(value, list):
         return inner.encode(value)
     if plan.feed is Feed.EXAMPLES and isinstance(value, tf.Tensor) and value.shape.rank == 1 \
@@ -147,7 +148,8 @@ def encode(inner: SavedModelHandler, batch: Batch, *, lean: bool) -> Any:
             return value
         if raw_text and (value.dtype.kind == "U" or (
                 value.dtype == object and all(isinstance(v, bytes | str) for v in value))):
-            return _tensors.stacked_tensors({signature.inputs[0].alias: value}, signature)
+            return _tensors.stacked_tensors({signature.inputs[0].alias: value}, signature,
+                                            strict=strict)
         if value.dtype == object:
             raise InputError(
                 f"signature {signature.name!r} takes serialized examples; a numpy batch "
@@ -156,9 +158,10 @@ def encode(inner: SavedModelHandler, batch: Batch, *, lean: bool) -> Any:
                 "Serialize each example (SerializeToString()) first."
             )
     if isinstance(value, Mapping):
-        return _tensors.stacked_tensors(value, signature)
+        return _tensors.stacked_tensors(value, signature, strict=strict)
     if plan.feed is Feed.TENSORS and len(signature.inputs) == 1:
-        return _tensors.stacked_tensors({signature.inputs[0].alias: value}, signature)
+        return _tensors.stacked_tensors({signature.inputs[0].alias: value}, signature,
+                                            strict=strict)
     if plan.feed is Feed.TENSORS:
         aliases = ", ".join(info.alias for info in signature.inputs)
         raise InputError(

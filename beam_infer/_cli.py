@@ -13,17 +13,21 @@ new subcommands are added without touching the others::
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from beam_infer._config import ModelSpec
 from beam_infer._errors import BeamInferError, ConfigurationError
+from beam_infer._quiet import quiet_startup
 from beam_infer._signatures import (
     Signature,
     TensorInfo,
@@ -35,15 +39,23 @@ from beam_infer._warmup import MAX_RECORDS as MAX_WARMUP_RECORDS
 from beam_infer._warmup import write_warmup_requests
 
 PROG = "beam-infer"
+VERBOSE_FLAG = "--verbose"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``beam-infer`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
 
+    ``--verbose`` anywhere keeps TensorFlow's and Beam's start-up logs and prints the
+    traceback of a failure; otherwise start-up is quiet and a failure is one line.
+
     Example:
         >>> main(["inspect", "/models/five/1", "--json"])
         0
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = VERBOSE_FLAG in argv
+    argv = [a for a in argv if a != VERBOSE_FLAG]
+    quiet_startup(verbose)
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown and not getattr(args, "passes_unknown_args", False):
@@ -51,13 +63,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args, unknown)
     except BeamInferError as e:
+        if verbose:
+            traceback.print_exc()
         print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - one line, the traceback behind --verbose
+        if verbose:
+            traceback.print_exc()
+        text = " ".join(str(e).split()) or "(no message)"
+        print(f"{PROG} {args.command}: error: {type(e).__name__}: {text} (rerun with "
+              f"{VERBOSE_FLAG} for the traceback)", file=sys.stderr)
         return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Score data with TensorFlow SavedModels in Apache Beam.")
+        prog=PROG, description="Score data with TensorFlow SavedModels in Apache Beam.",
+        epilog=f"{VERBOSE_FLAG} (anywhere): keep TensorFlow's and Beam's start-up logs and "
+               "print the traceback of a failure.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(subparsers)
@@ -178,7 +201,15 @@ def add_score(subparsers: Any) -> None:
 
 
 def _score(args: argparse.Namespace, unknown: Sequence[str]) -> int:
-    from pipelines import batch_scoring  # the job ships in the same distribution
+    try:
+        from pipelines import batch_scoring  # the jobs live in a checkout, not installed
+    except ImportError as e:
+        raise ConfigurationError(
+            "beam-infer score runs the batch scoring job, pipelines/batch_scoring.py, which "
+            "comes with a checkout of beam_infer and is not installed with the library "
+            f"({e}). Run it from the checkout's root folder (python -m "
+            "pipelines.batch_scoring works there too)."
+        ) from e
 
     if "-h" in unknown or "--help" in unknown:
         batch_scoring.parse_args(["--help"], prog=f"{PROG} score")
@@ -198,25 +229,75 @@ def add_warmup(subparsers: Any) -> None:
                         help="A SavedModel directory (one version folder) on any Beam "
                              "filesystem.")
     parser.add_argument("--from", dest="inputs", required=True, metavar="INPUTS",
-                        help="TFRecord file of serialized tf.train.Example (glob allowed); "
-                             f"the first {MAX_WARMUP_RECORDS} records are used.")
+                        help="Sample inputs: a JSON lines file (.jsonl; one element per "
+                             "line, an object keyed by input alias or, for one input, the "
+                             "value), a .npy array or .npz arrays by alias (one request per "
+                             "row), or else a TFRecord of serialized tf.train.Example (glob "
+                             f"allowed). At most {MAX_WARMUP_RECORDS} are used.")
     parser.add_argument("--signature_name", default="serving_default",
                         help="The signature the requests are for (default serving_default).")
     parser.set_defaults(handler=_warmup)
 
 
 def _warmup(args: argparse.Namespace, unknown: Sequence[str]) -> int:
-    files = tf.io.gfile.glob(args.inputs)
+    files = sorted(tf.io.gfile.glob(args.inputs))
     if not files:
         raise ConfigurationError(
-            f"no file matches --from {args.inputs!r}; pass a TFRecord of serialized "
-            "tf.train.Example.")
-    dataset = tf.data.TFRecordDataset(sorted(files)).take(MAX_WARMUP_RECORDS)
-    records = [bytes(raw) for raw in dataset.as_numpy_iterator()]
-    target = write_warmup_requests(args.model_path, records,
+            f"no file matches --from {args.inputs!r}; pass a JSON lines file, a .npy or "
+            ".npz file, or a TFRecord of serialized tf.train.Example.")
+    samples = read_warmup_samples(files)
+    target = write_warmup_requests(args.model_path, samples,
                                    signature_name=args.signature_name)
-    print(f"wrote {len(records)} warm-up requests to {target}")
+    count = len(samples) if not isinstance(samples, dict) else \
+        len(next(iter(samples.values())))
+    print(f"wrote {count} warm-up requests to {target}")
     return 0
+
+
+def read_warmup_samples(files: Sequence[str]) -> Any:
+    """The samples ``warmup --from`` names, in what ``write_warmup_requests`` takes.
+
+    ``.jsonl``/``.json``: one element per line (JSON lists become arrays, cast to the
+    signature's dtypes); ``.npy``: one array, a request per row; ``.npz``: arrays by
+    input alias, a request per row; anything else: TFRecords of serialized examples.
+    At most the first ``MAX_WARMUP_RECORDS`` samples are kept.
+
+    Raises:
+        ConfigurationError: a file cannot be read as its kind.
+    """
+    kinds = {_sample_kind(f) for f in files}
+    if len(kinds) > 1:
+        raise ConfigurationError(
+            f"--from matches files of different kinds ({', '.join(sorted(kinds))}); "
+            "pass files of one kind.")
+    kind = kinds.pop()
+    try:
+        if kind == "jsonl":
+            samples: list[Any] = []
+            for path in files:
+                with tf.io.gfile.GFile(path) as f:
+                    samples += [json.loads(line) for line in f if line.strip()]
+            return samples[:MAX_WARMUP_RECORDS]
+        if kind in ("npy", "npz"):
+            with tf.io.gfile.GFile(files[0], "rb") as f:
+                loaded = np.load(io.BytesIO(f.read()), allow_pickle=False)
+            if kind == "npy":
+                return loaded[:MAX_WARMUP_RECORDS]
+            return {alias: loaded[alias][:MAX_WARMUP_RECORDS] for alias in loaded.files}
+    except (ValueError, OSError) as e:
+        raise ConfigurationError(
+            f"--from {files[0]!r} cannot be read as {kind}: {type(e).__name__}: {e}") from e
+    dataset = tf.data.TFRecordDataset(files).take(MAX_WARMUP_RECORDS)
+    return [bytes(raw) for raw in dataset.as_numpy_iterator()]
+
+
+def _sample_kind(path: str) -> str:
+    lowered = path.lower()
+    for suffix, kind in ((".jsonl", "jsonl"), (".json", "jsonl"), (".npy", "npy"),
+                         (".npz", "npz")):
+        if lowered.endswith(suffix):
+            return kind
+    return "tfrecord"
 
 
 SUBCOMMANDS: list[Callable[[Any], None]] = [add_inspect, add_score, add_warmup]

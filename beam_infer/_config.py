@@ -11,6 +11,7 @@ from typing import Any
 from tfx_bsl.public.proto import model_spec_pb2
 
 from beam_infer._errors import ConfigurationError
+from beam_infer._keywords import checked_keywords
 from beam_infer._versions import VersionPolicy
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -30,6 +31,7 @@ class Output(enum.Enum):
     RESULT = "result"
 
 
+@checked_keywords
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BatchConfig:
     """How elements are grouped into model calls; maps 1:1 onto ``beam.BatchElements``.
@@ -90,6 +92,7 @@ class BatchConfig:
         }
 
 
+@checked_keywords
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelCache:
     """Where workers keep local copies of remote models, and how much disk they may use.
@@ -131,6 +134,7 @@ class ModelCache:
             )
 
 
+@checked_keywords
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """What to serve: a SavedModel path, its signatures and tags, batching and sharing.
@@ -161,6 +165,12 @@ class ModelSpec:
             as TF Serving's option of the same name. Off: elements of a batch must agree.
         model_cache: Where workers copy a remote model to and how much disk the copies
             may take; see ``ModelCache``.
+        strict_input_casts: For tensor inputs, cast a value to the signature's dtype only
+            when the cast loses nothing (a safe numpy cast, or equal values after it).
+            Off (the default): casts within a kind are made too when every value fits,
+            as Keras ``predict`` and TF Serving's REST API do: float64 rows feed a
+            float32 input as long as finite values stay finite, int64 an int32 input
+            when every value is in range.
 
     Example:
         >>> spec = ModelSpec(model_path="gs://bucket/models/five/1",
@@ -179,8 +189,14 @@ class ModelSpec:
     poll_interval_secs: float | None = None
     pad_variable_length_inputs: bool = False
     model_cache: ModelCache = ModelCache()
+    strict_input_casts: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.strict_input_casts, bool):
+            raise ConfigurationError(
+                "ModelSpec.strict_input_casts must be True or False; got "
+                f"{self.strict_input_casts!r}."
+            )
         if not isinstance(self.model_cache, ModelCache):
             raise ConfigurationError(
                 "ModelSpec.model_cache must be a ModelCache; got "
@@ -256,6 +272,10 @@ class ModelSpec:
 def as_model_spec(spec: ModelSpec | model_spec_pb2.InferenceSpecType) -> ModelSpec:
     """Accepts our ``ModelSpec`` or tfx-bsl's ``InferenceSpecType`` and returns a ``ModelSpec``.
 
+    A proto's ``batch_parameters`` are kept as given, as tfx-bsl keeps them: a
+    ``target_batch_overhead`` outside (0, 1] is refused by Beam's ``BatchElements`` when
+    the pipeline is built, not here.
+
     Raises:
         ConfigurationError: the proto asks for a remote model or has no model path.
     """
@@ -275,15 +295,21 @@ def as_model_spec(spec: ModelSpec | model_spec_pb2.InferenceSpecType) -> ModelSp
             "endpoint use tfx_bsl.public.beam.RunInference."
         )
     saved = spec.saved_model_spec
-    batching = {
+    batching = _int_fields({
         field.name: value
         for field, value in spec.batch_parameters.ListFields()
-    }
+    })
+    # tfx-bsl hands batch_parameters to Beam as they are; Beam's BatchElements checks
+    # target_batch_overhead (a fraction in (0, 1]) when the pipeline is built.
+    overhead = batching.pop("target_batch_overhead", None)
+    config = BatchConfig(**batching)
+    if overhead is not None:
+        object.__setattr__(config, "target_batch_overhead", overhead)
     return ModelSpec(
         model_path=saved.model_path,
         signature_names=tuple(saved.signature_name),
         tags=tuple(saved.tag),
-        batching=BatchConfig(**_int_fields(batching)),
+        batching=config,
     )
 
 
@@ -292,6 +318,7 @@ def _int_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {name: int(v) if name in ints else float(v) for name, v in fields.items()}
 
 
+@checked_keywords
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RetryConfig:
     """How a model call that fails transiently is retried before its elements fail.

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_infer._encoding import _preview
+from beam_infer._encoding import ExampleLike, _preview
 from beam_infer._errors import InferenceError
 from beam_infer._messages import MAX_MESSAGE_CHARS, bounded, detail
 
@@ -118,9 +118,10 @@ def not_a_pair(element: Any) -> DeadLetter:
 class ValidateFn(beam.DoFn):
     """Passes valid elements on and turns the others into dead letters."""
 
-    def __init__(self, validator: Any, keyed: bool | None):
+    def __init__(self, validator: Any, keyed: bool | None, *, keyed_batches: bool = False):
         self._validator = validator
         self._keyed = keyed
+        self._keyed_batches = keyed_batches  # (key, [examples]) checks each example
 
     def process(self, element: Any):
         is_pair, key, value = split_key(element, self._keyed)
@@ -128,7 +129,11 @@ class ValidateFn(beam.DoFn):
         if not is_pair:
             letter = not_a_pair(element)
         else:
-            failure = self._validator.check(value)
+            if self._keyed_batches and type(value) is list and all(
+                    isinstance(item, ExampleLike) for item in value):
+                failure = next(filter(None, map(self._validator.check, value)), None)
+            else:
+                failure = self._validator.check(value)
             if failure is not None:
                 letter = DeadLetter(element=element, key=key, stage=Stage(failure.stage),
                                     error_type=failure.error_type, message=failure.message)

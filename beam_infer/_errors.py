@@ -5,7 +5,10 @@ received and how to fix it, in at most ``_messages.MAX_MESSAGE_CHARS`` character
 
     BeamInferError
     ├── ConfigurationError (also ValueError)   raised while the pipeline is built
-    │   ├── ModelPathError                      no SavedModel at the path
+    │   ├── UnknownArgumentError (also          a keyword the class or function does
+    │   │   TypeError)                          not take; suggests the closest names
+    │   ├── ModelPathError (also                no SavedModel at the path (an OSError,
+    │   │   FileNotFoundError)                  as tfx-bsl's loader raises)
     │   ├── TagsError                           no MetaGraph with the requested tags
     │   └── SignatureError                      unknown or unusable signature
     ├── ModelLoadError (also RuntimeError)      a worker could not load the model
@@ -28,8 +31,20 @@ class ConfigurationError(BeamInferError, ValueError):
     """The transform was configured wrongly; raised while the pipeline is built."""
 
 
-class ModelPathError(ConfigurationError):
-    """The model path is missing or holds no SavedModel."""
+class UnknownArgumentError(ConfigurationError, TypeError):
+    """A keyword argument that the class or function does not take.
+
+    Also a ``TypeError``, which Python raises for an unexpected keyword, so code that
+    catches that keeps working. The message suggests the closest valid names.
+    """
+
+
+class ModelPathError(ConfigurationError, FileNotFoundError):
+    """The model path is missing or holds no SavedModel.
+
+    Also a ``FileNotFoundError`` (an ``OSError``), as tfx-bsl's loader raises for the same
+    mistake, so code written for tfx-bsl that catches ``OSError`` keeps working.
+    """
 
 
 class TagsError(ConfigurationError):

@@ -17,9 +17,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference import base
 from tfx_bsl.public.proto import model_spec_pb2
 
-from beam_infer import _devices, _encoding, _prediction_log, _tensors, _versions
+from beam_infer import _devices, _encoding, _override, _prediction_log, _tensors, _versions
 from beam_infer._config import ModelSpec, Output, as_model_spec
 from beam_infer._errors import ConfigurationError
+from beam_infer._keywords import checked_keywords
 from beam_infer._serving import LoadEvent, ServingModel
 from beam_infer._signatures import Feed, Operation, Signature, SignaturePlan, plan_signatures
 
@@ -50,6 +51,7 @@ class ModelResults:
     loads: tuple[LoadEvent, ...] = ()
 
 
+@checked_keywords
 class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult, ServingModel]):
     """Loads a SavedModel once per worker and turns batches of elements into predictions.
 
@@ -70,6 +72,9 @@ class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult,
     Args:
         spec: A ``beam_infer.ModelSpec`` or tfx-bsl's ``InferenceSpecType``.
         output: ``Output.PREDICTION_LOG`` (default) or the lean ``Output.RESULT``.
+        load_override_fn: tfx-bsl's hook: ``fn(model_path, tags)`` run on the worker
+            instead of beam_infer's load, returning what ``tf.saved_model.load`` returns
+            or a ``tf.compat.v1.Session`` with the model loaded (see ``_override``).
 
     Raises:
         ConfigurationError: the model, its versions, tags or signatures do not fit, or
@@ -81,16 +86,31 @@ class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult,
     """
 
     def __init__(self, spec: ModelSpec | model_spec_pb2.InferenceSpecType, *,
-                 output: Output = Output.PREDICTION_LOG):
+                 output: Output = Output.PREDICTION_LOG,
+                 load_override_fn: _override.LoadOverrideFn | None = None):
         if not isinstance(output, Output):
             raise ConfigurationError(
                 f"output must be a beam_infer.Output; got {output!r}. Pass "
                 "output=bi.Output.PREDICTION_LOG or output=bi.Output.RESULT."
             )
+        if load_override_fn is not None and not callable(load_override_fn):
+            raise ConfigurationError(
+                f"load_override_fn must be a function (model_path, tags) -> model; got "
+                f"{type(load_override_fn).__name__}."
+            )
         self._spec = as_model_spec(spec)
+        if load_override_fn is not None and self._spec.poll_interval_secs is not None:
+            raise ConfigurationError(
+                "ModelSpec.poll_interval_secs makes workers load new versions themselves, "
+                "but load_override_fn loads the model instead; use one or the other."
+            )
         self._version = _resolve(self._spec)
         self._plan = plan_signatures(self._spec.replace(model_path=self._version.path))
         self._output = output
+        self._load_override_fn = load_override_fn
+        self._tensor_names = _override.tensor_names(
+            self._version.path, self._spec.effective_tags,
+            [s.name for s in self._plan.signatures]) if load_override_fn else {}
         super().__init__(
             large_model=self._spec.share_across_processes,
             model_copies=self._spec.model_copies,
@@ -109,11 +129,19 @@ class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult,
         return self._output
 
     @property
+    def load_override_fn(self) -> _override.LoadOverrideFn | None:
+        return self._load_override_fn
+
+    @property
     def model_version(self) -> _versions.ModelVersion:
         """The version chosen at build time (``version`` None for a plain directory)."""
         return self._version
 
     def load_model(self) -> ServingModel:
+        if self._load_override_fn is not None:
+            loaded = self._load_override_fn(self._version.path, list(self._spec.effective_tags))
+            return _override.OverriddenModel(  # type: ignore[return-value]
+                loaded, self._version, self._tensor_names, self._spec.model_path)
         # On GPU workers: memory growth on, and each shared copy pinned to its own GPU.
         with _devices.placement(self._spec.share_across_processes) as device:
             return ServingModel(self._spec, self._version,
@@ -180,7 +208,8 @@ class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult,
         if isinstance(encoded, _tensors.TensorBatch) or (
                 not stacked and self._feeds_tensors(encoded)):
             tensors = encoded if isinstance(encoded, _tensors.TensorBatch) else \
-                _tensors.batch_tensors(encoded, first, pad=self._spec.pad_variable_length_inputs)
+                _tensors.batch_tensors(encoded, first, pad=self._spec.pad_variable_length_inputs,
+                                      strict=self._spec.strict_input_casts)
             signatures, calls, rows = [first], [(first.name, tensors.feeds)], tensors.rows
         else:
             # One object array: TF converts it to a string tensor without a Python loop.
@@ -261,6 +290,10 @@ class SavedModelHandler(base.ModelHandler[Any, PredictionLog | PredictionResult,
             self._spec = self._spec.replace(model_path=model_path)
             self._version = _resolve(self._spec)
             self._plan = plan_signatures(self._spec.replace(model_path=self._version.path))
+            if self._load_override_fn is not None:
+                self._tensor_names = _override.tensor_names(
+                    self._version.path, self._spec.effective_tags,
+                    [s.name for s in self._plan.signatures])
 
     def __repr__(self) -> str:
         names = ",".join(s.name for s in self._plan.signatures)

@@ -51,9 +51,8 @@ def prediction_log_to_row(log: PredictionLog, *, key: Any = None,
         InputError: ``log`` is not a PredictionLog, or holds no inference.
 
     Example:
-        >>> row = prediction_log_to_row(log, key=b"first_question")
-        >>> row["output"]["output_0"]
-        [525.0]
+        >>> prediction_log_to_row(log, key=b"first_question")["output"]
+        {'output_0': [525.0]}
     """
     if not isinstance(log, PredictionLog):
         raise InputError(

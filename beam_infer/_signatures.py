@@ -128,11 +128,16 @@ def read_saved_model(model_path: str) -> saved_model_pb2.SavedModel:
         with FileSystems.open(text) as f:
             text_format.Parse(f.read().decode("utf-8"), saved_model)
         return saved_model
+    missing = (f"SavedModel file does not exist at: {model_path.rstrip('/')}/"
+               "{saved_model.pbtxt|saved_model.pb}")
+    file_hint = _model_file_hint(model_path)
+    if file_hint:
+        raise ModelPathError(file_hint)
     found = _list_children(model_path)
     if not found and not FileSystems.exists(model_path):
         raise ModelPathError(
-            f"model path {model_path!r} does not exist. Point model_path at a SavedModel "
-            "directory (the folder that holds saved_model.pb and variables/)."
+            f"model path {model_path!r} does not exist: {missing}. Point model_path at a "
+            "SavedModel directory (the folder that holds saved_model.pb and variables/)."
         )
     versions = sorted((c for c in found if version_number(c) is not None), key=int)
     hint = (
@@ -142,9 +147,41 @@ def read_saved_model(model_path: str) -> saved_model_pb2.SavedModel:
         else " Export the model with tf.saved_model.save(...) or Keras model.export(...)."
     )
     raise ModelPathError(
-        f"no saved_model.pb in {model_path!r}; found: "
+        f"no SavedModel in {model_path!r}: {missing}; found: "
         f"{_listed(found) if found else 'an empty directory'}.{hint}"
     )
+
+
+_KERAS_FILES = (".keras", ".h5", ".hdf5")
+
+
+def _model_file_hint(model_path: str) -> str | None:
+    """What to pass instead when ``model_path`` names a model *file*, else None."""
+    if not _is_file(model_path):
+        return None
+    name = posixpath.basename(model_path.rstrip("/"))
+    folder = posixpath.dirname(model_path.rstrip("/")) or "."
+    if name in (tf.saved_model.SAVED_MODEL_FILENAME_PB, tf.saved_model.SAVED_MODEL_FILENAME_PBTXT):
+        return (f"model path {model_path!r} is the {name} file of a SavedModel; pass its "
+                f"folder instead: model_path={folder!r}.")
+    if name.lower().endswith(_KERAS_FILES):
+        return (f"model path {model_path!r} is a Keras model file, not a SavedModel "
+                "directory. Export a SavedModel from it and pass that folder: "
+                "keras.models.load_model(path).export('/models/m/1') (Keras 3), or "
+                "tf.saved_model.save(model, '/models/m/1').")
+    return (f"model path {model_path!r} is a file; model_path names the SavedModel "
+            "directory, the folder that holds saved_model.pb and variables/.")
+
+
+def _is_file(path: str) -> bool:
+    if FileSystems.get_scheme(path) in (None, "file"):
+        return os.path.isfile(path.removeprefix("file://"))
+    if path.endswith("/"):
+        return False
+    try:  # an object store: an object of exactly this name
+        return any(m.path == path for m in FileSystems.match([path])[0].metadata_list)
+    except Exception:  # noqa: BLE001 - only used to pick the message
+        return False
 
 
 def select_meta_graph(

@@ -4,10 +4,15 @@ An element is a ``dict`` keyed by input alias, or, for a one-input signature, th
 itself (``np.ndarray``, scalar, list, ``str``/``bytes`` or ``tf.Tensor``). A batch is the
 elements stacked along a new first axis, one numpy array per alias.
 
-Dtypes: a value is cast to the signature's dtype only when nothing is lost — a safe
-numpy cast, or a cast whose result equals the value. Python floats (values without a
-numpy dtype) go to any float dtype the way ``tf.constant(value, dtype)`` takes them.
-Strings become bytes (``str`` is UTF-8 encoded).
+Dtypes, as Keras ``predict`` and TF Serving's REST API take them: a value is cast to the
+signature's dtype when nothing is lost (a safe numpy cast, or a cast whose result equals
+the value), and also within a kind when every value fits: float64 to float32 while finite
+values stay finite (numpy's default float64 rows feed float32 models), int64 to int32
+while every value is in range. Python floats (values without a numpy dtype) go to any
+float dtype the way ``tf.constant(value, dtype)`` takes them. With
+``ModelSpec(strict_input_casts=True)`` only lossless casts are made. Every refusal names
+the value that does not fit and the option. Strings become bytes (``str`` is UTF-8
+encoded); strings and numbers are never converted into each other.
 
 Shapes: each element must have the signature's shape without its batch dimension.
 Dimensions the signature leaves variable (``?``) must agree within a batch, or are padded
@@ -54,13 +59,15 @@ def is_tensor_element(element: object) -> bool:
     return isinstance(element, str | np.ndarray | np.generic | Mapping | tf.Tensor | list)
 
 
-def batch_tensors(batch: Sequence[Any], signature: Signature, *, pad: bool) -> TensorBatch:
+def batch_tensors(batch: Sequence[Any], signature: Signature, *, pad: bool,
+                  strict: bool = False) -> TensorBatch:
     """Stacks ``batch`` into one array per input of ``signature``.
 
     Args:
         batch: The elements (see the module docstring).
         signature: The signature fed; its inputs give aliases, dtypes and shapes.
         pad: Pad variable-length dimensions to the batch's largest element.
+        strict: Cast only losslessly (``ModelSpec.strict_input_casts``).
 
     Raises:
         InputError: a key is missing or unknown, a dtype cannot be cast losslessly, or a
@@ -79,11 +86,12 @@ def batch_tensors(batch: Sequence[Any], signature: Signature, *, pad: bool) -> T
     feeds, rows = {}, {}
     for info in inputs:
         feeds[info.alias], rows[info.alias] = _stack(columns[info.alias], info, signature,
-                                                     pad)
+                                                     pad, strict)
     return TensorBatch(feeds=feeds, rows=rows)
 
 
-def stacked_tensors(batch: Mapping[str, Any], signature: Signature) -> TensorBatch:
+def stacked_tensors(batch: Mapping[str, Any], signature: Signature, *,
+                    strict: bool = False) -> TensorBatch:
     """A batch given already stacked: one array (or ``tf.Tensor``) per alias, axis 0 the batch.
 
     Casts as ``batch_tensors`` does; nothing is padded (a stacked array is rectangular).
@@ -95,7 +103,7 @@ def stacked_tensors(batch: Mapping[str, Any], signature: Signature) -> TensorBat
     _check_keys(batch, signature)
     feeds = {}
     for info in signature.inputs:
-        array = _as_array(batch[info.alias], info, signature)
+        array = _as_array(batch[info.alias], info, signature, strict=strict)
         expected = info.shape
         if expected is not None and (array.ndim != len(expected)
                                      or not _fits(expected[1:], array.shape[1:])):
@@ -136,16 +144,16 @@ def _check_keys(element: Any, signature: Signature) -> None:
         )
 
 
-def _stack(values: list[Any], info: TensorInfo, signature: Signature, pad: bool
-           ) -> tuple[np.ndarray, Sequence[np.ndarray]]:
+def _stack(values: list[Any], info: TensorInfo, signature: Signature, pad: bool,
+           strict: bool = False) -> tuple[np.ndarray, Sequence[np.ndarray]]:
     first = values[0]
     if (isinstance(first, np.ndarray) and first.dtype != object
             and all(type(v) is np.ndarray and v.shape == first.shape for v in values)):
         stacked = np.stack(values)  # the common case: same-shape arrays, one copy
-        stacked = _cast(stacked, info, signature, literal=False)
+        stacked = _cast(stacked, info, signature, literal=False, strict=strict)
         _check_row_shape(stacked.shape[1:], info, signature, 0)
         return stacked, stacked
-    arrays = [_as_array(v, info, signature) for v in values]
+    arrays = [_as_array(v, info, signature, strict=strict) for v in values]
     shapes = {a.shape for a in arrays}
     for index, array in enumerate(arrays):
         _check_row_shape(array.shape, info, signature, index)
@@ -168,16 +176,17 @@ def _stack(values: list[Any], info: TensorInfo, signature: Signature, pad: bool
     return stacked, stacked
 
 
-def _as_array(value: Any, info: TensorInfo, signature: Signature) -> np.ndarray:
+def _as_array(value: Any, info: TensorInfo, signature: Signature, *, strict: bool = False
+              ) -> np.ndarray:
     if isinstance(value, tf.Tensor):
         value = value.numpy()
     literal = not isinstance(value, np.ndarray | np.generic)
     array = np.asarray(value)
-    return _cast(array, info, signature, literal=literal)
+    return _cast(array, info, signature, literal=literal, strict=strict)
 
 
-def _cast(array: np.ndarray, info: TensorInfo, signature: Signature, *, literal: bool
-          ) -> np.ndarray:
+def _cast(array: np.ndarray, info: TensorInfo, signature: Signature, *, literal: bool,
+          strict: bool = False) -> np.ndarray:
     if info.dtype == tf.string:
         return _as_bytes(array, info, signature)
     expected = np.dtype(info.dtype.as_numpy_dtype)
@@ -194,14 +203,59 @@ def _cast(array: np.ndarray, info: TensorInfo, signature: Signature, *, literal:
         return array.astype(expected)
     with np.errstate(all="ignore"):
         cast = array.astype(expected)
-        lossless = np.array_equal(cast.astype(array.dtype), array)
-    if not lossless:
-        bad = array.ravel()[np.flatnonzero(cast.astype(array.dtype).ravel() != array.ravel())]
-        example = bad[0].item() if bad.size else array.ravel()[0].item()
-        raise InputError(_dtype_message(
-            info, signature, array.dtype,
-            f"{expected.name} cannot hold {example!r} exactly"))
-    return cast
+        back = cast.astype(array.dtype)
+    if np.array_equal(back, array, equal_nan=array.dtype.kind in "fc"):
+        return cast
+    if not strict:
+        why = _within_kind_misfit(array, cast, expected)
+        if why is None:
+            return cast
+        raise InputError(_dtype_message(info, signature, array.dtype, why))
+    bad = array.ravel()[np.flatnonzero(back.ravel() != array.ravel())]
+    example = bad[0].item() if bad.size else array.ravel()[0].item()
+    raise InputError(_dtype_message(
+        info, signature, array.dtype,
+        f"{expected.name} cannot hold {example!r} exactly; ModelSpec(strict_input_casts=True) "
+        "makes only lossless casts (the default, False, also casts within a kind when every "
+        "value fits)"))
+
+
+def _within_kind_misfit(array: np.ndarray, cast: np.ndarray, expected: np.dtype) -> str | None:
+    """None when the cast stays within a kind and every value fits, else why not.
+
+    Floats to a narrower float fit while finite values stay finite (the rounding is what
+    Keras ``predict`` and TF Serving's REST API do); integers fit while every value is
+    in the target's range; integers and booleans fit a float while they stay finite.
+    Casts across kinds (a float to an integer, a number to bool) are made only when no
+    value changes, which was checked before.
+    """
+    source = array.dtype
+    policy = ("casts within a kind are made only when every value fits "
+              "(ModelSpec(strict_input_casts=False), the default)")
+    if array.size == 0:
+        return None
+    if source.kind == "f" and expected.kind == "f":
+        overflow = np.isfinite(array) & ~np.isfinite(cast)
+        if overflow.any():
+            value = array[overflow].ravel()[0].item()
+            return f"{value!r} is outside {expected.name}'s range; {policy}"
+        return None
+    if source.kind in "iu" and expected.kind in "iu":
+        limits = np.iinfo(expected)
+        low, high = array.min(), array.max()
+        if low < limits.min or high > limits.max:
+            value = (low if low < limits.min else high).item()
+            return (f"{value!r} is outside {expected.name}'s range [{limits.min}, "
+                    f"{limits.max}]; {policy}")
+        return None
+    if source.kind in "iub" and expected.kind == "f":
+        if np.isfinite(cast).all():
+            return None
+        return f"a value is outside {expected.name}'s range; {policy}"
+    bad = array.ravel()[np.flatnonzero(cast.astype(source).ravel() != array.ravel())]
+    example = bad[0].item() if bad.size else array.ravel()[0].item()
+    return (f"{expected.name} cannot hold {example!r} exactly; a cast across kinds "
+            f"({source.name} to {expected.name}) is made only when no value changes")
 
 
 def _dtype_message(info: TensorInfo, signature: Signature, received: np.dtype,
@@ -209,9 +263,8 @@ def _dtype_message(info: TensorInfo, signature: Signature, received: np.dtype,
     expected = info.dtype.name
     return (
         f"input {info.alias!r} of signature {signature.name!r} takes {expected}, but got "
-        f"{received.name} values and {why}; only lossless casts are made. Pass "
-        f"{expected} values (e.g. np.asarray(value, dtype=np.{expected})) if rounding is "
-        "what you want."
+        f"{received.name} values and {why}. Pass {expected} values "
+        f"(e.g. np.asarray(value, dtype=np.{expected})) if rounding is what you want."
     )
 
 

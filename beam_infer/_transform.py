@@ -21,14 +21,19 @@ from beam_infer._dead_letters import (
 from beam_infer._errors import ConfigurationError
 from beam_infer._handler import PredictionResult, SavedModelHandler
 from beam_infer._isolation import IsolatingHandler, keyed_from_type
+from beam_infer._keyed_batches import KeyedBatchesHandler, is_list_type, may_hold_keyed_batches
+from beam_infer._keywords import checked_keywords
 from beam_infer._local_runner import patch_local_runner_metrics
+from beam_infer._override import LoadOverrideFn
 from beam_infer._prediction_log import PredictionLog
+from beam_infer._signatures import Feed
 from beam_infer._validation import Validator
 
 K = TypeVar("K")
 DEFAULT_RETRY = RetryConfig()
 
 
+@checked_keywords
 class RunInference(beam.PTransform):
     """Scores elements with a SavedModel; a drop-in for tfx-bsl's ``RunInference``.
 
@@ -41,6 +46,7 @@ class RunInference(beam.PTransform):
     or for one input an ``np.ndarray``, scalar,
     list, ``str`` or ``tf.Tensor``
     ``(key, any of the above)``                        ``(key, PredictionLog)``
+    ``(key, list of Example/SequenceExample/bytes)``   ``(key, list[PredictionLog])``
     ================================================  ==================================
 
     With ``output=Output.RESULT`` each ``PredictionLog`` above is Beam's
@@ -67,7 +73,11 @@ class RunInference(beam.PTransform):
     instead, and the other elements of their batch are scored as usual.
 
     Args:
-        spec: A ``beam_infer.ModelSpec`` or tfx-bsl's ``InferenceSpecType``.
+        inference_spec_type: A ``beam_infer.ModelSpec`` or tfx-bsl's ``InferenceSpecType``
+            (named as in tfx-bsl; usually passed by position).
+        load_override_fn: As in tfx-bsl: ``fn(model_path, tags) -> model`` run on the
+            worker instead of beam_infer's load; it returns what ``tf.saved_model.load``
+            returns or a ``tf.compat.v1.Session`` with the SavedModel loaded.
         output: ``Output.PREDICTION_LOG`` (default) or ``Output.RESULT`` (lean).
         retry: How transient model-call failures are retried (``RetryConfig()``: 3
             attempts, 0.5 s then 1 s apart).
@@ -84,14 +94,16 @@ class RunInference(beam.PTransform):
         >>> results = arrays | bi.RunInference(spec, output=bi.Output.RESULT)
     """
 
-    def __init__(self, spec: ModelSpec | model_spec_pb2.InferenceSpecType, *,
+    def __init__(self, inference_spec_type: ModelSpec | model_spec_pb2.InferenceSpecType,
+                 load_override_fn: LoadOverrideFn | None = None, *,
                  output: Output = Output.PREDICTION_LOG, retry: RetryConfig = DEFAULT_RETRY):
         super().__init__()
         if not isinstance(retry, RetryConfig):
             raise ConfigurationError(
                 f"RunInference(retry=...) takes a beam_infer.RetryConfig; got "
                 f"{type(retry).__name__}. Example: retry=bi.RetryConfig(max_attempts=5).")
-        self._handler = SavedModelHandler(spec, output=output)
+        self._handler = SavedModelHandler(inference_spec_type, output=output,
+                                          load_override_fn=load_override_fn)
         self._retry = retry
         # Read while the model is known to exist: workers may never see the path again.
         self._validator = _validator(self._handler)
@@ -132,9 +144,10 @@ class RunInference(beam.PTransform):
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
         patch_local_runner_metrics()  # long local runs keep readable metrics
-        handler = IsolatingHandler(
-            self._handler, keyed=keyed_from_type(pcoll.element_type), retry=self._retry,
-            validator=self._validator, dead_letters=False)
+        keyed = keyed_from_type(pcoll.element_type)
+        handler = _nesting(IsolatingHandler(
+            self._handler, keyed=keyed, retry=self._retry, validator=self._validator,
+            dead_letters=False), pcoll.element_type, keyed)
         output_type = self.infer_output_type(pcoll.element_type)
         return pcoll | "Infer" >> base.RunInference(handler).with_output_types(output_type)
 
@@ -148,9 +161,8 @@ class RunInferenceWithDeadLetters(beam.PTransform):
     ``SplitDeadLetters``; the dead letters of both are flattened into one output. Every
     input element ends in exactly one of the two outputs.
 
-    Returns:
-        ``InferenceResults(predictions, failed)``: what ``RunInference`` emits, and one
-        ``DeadLetter`` per element that was not scored.
+    Its result is ``InferenceResults(predictions, failed)``: what ``RunInference`` emits,
+    and one ``DeadLetter`` per element that was not scored.
 
     Example:
         >>> logs, failed = examples | bi.RunInference(spec).with_dead_letters()
@@ -166,10 +178,13 @@ class RunInferenceWithDeadLetters(beam.PTransform):
         patch_local_runner_metrics()  # long local runs keep readable metrics
         keyed = keyed_from_type(pcoll.element_type)
         validator = self._validator
-        valid, invalid = (pcoll | "Validate" >> beam.ParDo(ValidateFn(validator, keyed))
+        nests = _nests(self._handler, pcoll.element_type, keyed)
+        valid, invalid = (pcoll | "Validate" >> beam.ParDo(
+            ValidateFn(validator, keyed, keyed_batches=nests))
                           .with_outputs(DEAD_LETTERS_TAG, main="valid"))
-        handler = IsolatingHandler(self._handler, keyed=keyed, retry=self._retry,
-                                   validator=validator, dead_letters=True)
+        handler = _nesting(IsolatingHandler(self._handler, keyed=keyed, retry=self._retry,
+                                             validator=validator, dead_letters=True),
+                           pcoll.element_type, keyed)
         output_type = _output_type(pcoll.element_type, self._handler)
         results = (valid | "Infer" >> base.RunInference(handler)
                    .with_output_types(typehints.Union[output_type, DeadLetter]))
@@ -239,10 +254,23 @@ class RunInferenceOnBatches(beam.PTransform):
                 .with_output_types(output_type))
 
 
+def _nests(handler: SavedModelHandler, element_type: Any, keyed: bool | None) -> bool:
+    """Whether elements may be keyed batches ``(key, [examples])`` (see _keyed_batches)."""
+    return handler.plan.feed is Feed.EXAMPLES and handler.output is Output.PREDICTION_LOG \
+        and may_hold_keyed_batches(element_type, keyed)
+
+
+def _nesting(handler: IsolatingHandler, element_type: Any, keyed: bool | None
+             ) -> base.ModelHandler:
+    if _nests(handler.inner, element_type, keyed):
+        return KeyedBatchesHandler(handler)
+    return handler
+
+
 def _validator(handler: SavedModelHandler) -> Validator:
     # The version the plan was read from: a versioned base path holds no saved_model.pb.
     return Validator.for_plan(handler.model_version.path, handler.spec.effective_tags,
-                              handler.plan)
+                              handler.plan, strict_casts=handler.spec.strict_input_casts)
 
 
 def _output_type(input_type: Any, handler: SavedModelHandler) -> Any:
@@ -256,5 +284,11 @@ def _output_type(input_type: Any, handler: SavedModelHandler) -> Any:
     if keyed is None:
         return Any
     if keyed:
-        return typehints.Tuple[input_type.tuple_types[0], value]
+        key_type, value_type = input_type.tuple_types
+        if _nests(handler, input_type, keyed):
+            if is_list_type(value_type):
+                return typehints.Tuple[key_type, typehints.List[value]]
+            # Undeclared values may be keyed batches: a log or a list of logs.
+            return typehints.Tuple[key_type, Any]
+        return typehints.Tuple[key_type, value]
     return value

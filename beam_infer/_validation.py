@@ -84,6 +84,8 @@ class Validator:
             element for a tensor-input signature (``feeds_tensors``), and ``str``,
             arrays, dicts and ``tf.Tensor``s for a one-string-input one (raw strings).
         feeds_tensors: Every element is fed as tensors (``Feed.TENSORS``).
+        strict_casts: Tensor values are cast only losslessly
+            (``ModelSpec.strict_input_casts``), as the batch will be.
 
     Example:
         >>> validator = Validator.for_plan(model_path, tags, plan)
@@ -97,15 +99,18 @@ class Validator:
     predicts: bool = False
     tensor_signature: Signature | None = None
     feeds_tensors: bool = False
+    strict_casts: bool = False
 
     @classmethod
-    def for_plan(cls, model_path: str, tags: Sequence[str], plan: SignaturePlan) -> Validator:
+    def for_plan(cls, model_path: str, tags: Sequence[str], plan: SignaturePlan, *,
+                 strict_casts: bool = False) -> Validator:
         """Derives the rules from the graph behind ``plan``'s signatures."""
         predicts = plan.operation is Operation.PREDICT
         first = plan.signatures[0]
         if plan.feed is Feed.TENSORS:
             return cls(signature_name=first.name, accepts_sequence_examples=False,
-                       predicts=True, tensor_signature=first, feeds_tensors=True)
+                       predicts=True, tensor_signature=first, feeds_tensors=True,
+                       strict_casts=strict_casts)
         try:
             meta_graph = select_meta_graph(read_saved_model(model_path), tuple(tags),
                                            model_path)
@@ -117,7 +122,7 @@ class Validator:
         return cls(signature_name=first.name,
                    accepts_sequence_examples=predicts and proto != "Example", proto=proto,
                    features=features, predicts=predicts,
-                   tensor_signature=first if predicts else None)
+                   tensor_signature=first if predicts else None, strict_casts=strict_casts)
 
     def check(self, element: Any) -> Failure | None:
         """None when the element passes every check, else why it cannot be scored."""
@@ -167,7 +172,7 @@ class Validator:
         for info in inputs:
             value = element[info.alias] if isinstance(element, Mapping) else element
             try:
-                array = _tensors._as_array(value, info, signature)
+                array = _tensors._as_array(value, info, signature, strict=self.strict_casts)
             except InputError as e:
                 return Failure("decode", "InputError", str(e))
             except (TypeError, ValueError) as e:  # e.g. ragged nested lists

@@ -13,17 +13,26 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
+import numpy as np
 import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 from tensorflow_serving.apis import prediction_log_pb2
 
 from beam_infer._config import DEFAULT_SIGNATURE, DEFAULT_TAGS
-from beam_infer._errors import ConfigurationError, ModelLoadError
+from beam_infer._errors import ConfigurationError, InputError, ModelLoadError
 from beam_infer._messages import first_line
-from beam_infer._signatures import PREDICT, read_saved_model, select_meta_graph, signatures_of
+from beam_infer._signatures import (
+    PREDICT,
+    Signature,
+    read_saved_model,
+    select_meta_graph,
+    signatures_of,
+)
+from beam_infer._tensors import batch_tensors
 
 WARMUP_FILE = posixpath.join("assets.extra", "tf_serving_warmup_requests")
 MAX_RECORDS = 1000
@@ -132,20 +141,25 @@ def _only_input(function, name: str) -> str:
 
 def write_warmup_requests(
     model_path: str,
-    inputs: Iterable[tf.train.Example | bytes],
+    inputs: Iterable[Any] | Mapping[str, Any] | np.ndarray,
     *,
     signature_name: str = DEFAULT_SIGNATURE,
 ) -> str:
     """Writes ``assets.extra/tf_serving_warmup_requests`` into a SavedModel directory.
 
-    One PredictionLog per input, in TF Serving's format, shaped for the signature's
-    method: a ``predict_log`` (the serialized input in ``request.inputs[<alias>]``) or a
+    One PredictionLog per input, in TF Serving's format, shaped for the signature: a
+    ``predict_log`` (the input's tensors in ``request.inputs``, batch dimension 1) or a
     ``classify_log`` / ``regress_log`` (the Example in ``request.input``). Works on any
     Beam filesystem.
 
     Args:
         model_path: A SavedModel directory (one version folder, not a base path).
-        inputs: Sample ``tf.train.Example``s or serialized examples (1 to 1000).
+        inputs: 1 to 1000 sample inputs, as ``RunInference`` takes them. For a signature
+            fed serialized examples: ``tf.train.Example``s or their bytes. For a
+            tensor-input signature: elements (a dict keyed by input alias, or for one
+            input the value itself), or stacked arrays with one request per row along
+            axis 0 (a dict of arrays by alias, or one ``np.ndarray`` for one input).
+            Values are cast as ``RunInference`` casts them.
         signature_name: The signature the requests are for.
 
     Returns:
@@ -157,6 +171,8 @@ def write_warmup_requests(
     Example:
         >>> bi.write_warmup_requests("/models/five/1", [make_example(1.0)])
         '/models/five/1/assets.extra/tf_serving_warmup_requests'
+        >>> bi.write_warmup_requests("/models/dense/1", np.zeros((4, 784), np.float32))
+        '/models/dense/1/assets.extra/tf_serving_warmup_requests'
     """
     meta_graph = select_meta_graph(read_saved_model(model_path), DEFAULT_TAGS, model_path)
     available = signatures_of(meta_graph)
@@ -166,25 +182,103 @@ def write_warmup_requests(
             f"signature {signature_name!r} not found in {model_path}; available: "
             f"{', '.join(available) or 'none'}. Pass one of them as signature_name=..."
         )
-    serialized = [e if isinstance(e, bytes) else e.SerializeToString() for e in inputs]
-    if not 1 <= len(serialized) <= MAX_RECORDS:
+    if not isinstance(inputs, Mapping | np.ndarray | tf.Tensor):
+        inputs = list(inputs)
+    examples = len(signature.inputs) == 1 and signature.inputs[0].dtype == tf.string \
+        and not _raw_text(inputs)
+    if examples:
+        records = _example_records(signature, inputs)
+    elif signature.method_name != PREDICT or not signature.inputs:
         raise ConfigurationError(
-            f"write_warmup_requests needs 1 to {MAX_RECORDS} sample inputs; got "
-            f"{len(serialized)}. Pass a few representative examples."
+            f"signature {signature_name!r} of {model_path} is a {signature.method_name} "
+            f"signature taking {', '.join(t.describe() for t in signature.inputs) or 'nothing'}; "
+            "warm-up requests for it are written from tf.train.Examples, which need one "
+            "string input."
         )
-    if len(signature.inputs) != 1 or signature.inputs[0].dtype != tf.string:
-        raise ConfigurationError(
-            f"signature {signature_name!r} of {model_path} takes "
-            f"{', '.join(t.describe() for t in signature.inputs)}; warm-up requests are "
-            "written from serialized examples, which need one string input."
-        )
-    records = [_record(signature.method_name, signature_name, signature.inputs[0].alias, s)
-               for s in serialized]
+    else:
+        records = _tensor_records(signature, inputs, model_path)
     target = posixpath.join(model_path.rstrip("/"), WARMUP_FILE)
     with FileSystems.create(target) as f:
         for record in records:
             _TFRecordUtil.write_record(f, record.SerializeToString())
     return target
+
+
+def _raw_text(inputs: Any) -> bool:
+    """Samples of raw text (``str`` values) for a one-string-input predict signature."""
+    if isinstance(inputs, np.ndarray):
+        return inputs.dtype.kind == "U"
+    if isinstance(inputs, Mapping | tf.Tensor):
+        return True
+    return any(isinstance(item, str | Mapping | np.ndarray | tf.Tensor) for item in inputs)
+
+
+def _count_check(count: int) -> None:
+    if not 1 <= count <= MAX_RECORDS:
+        raise ConfigurationError(
+            f"write_warmup_requests needs 1 to {MAX_RECORDS} sample inputs; got "
+            f"{count}. Pass a few representative inputs."
+        )
+
+
+def _example_records(signature: Signature, inputs: Iterable[Any]) -> list[PredictionLog]:
+    samples = list(inputs)
+    _count_check(len(samples))
+    serialized = []
+    for index, sample in enumerate(samples):
+        if isinstance(sample, bytes):
+            serialized.append(sample)
+        elif isinstance(sample, tf.train.Example | tf.train.SequenceExample):
+            serialized.append(sample.SerializeToString())
+        else:
+            raise ConfigurationError(
+                f"signature {signature.name!r} takes serialized examples, so warm-up "
+                f"samples must be tf.train.Example or bytes; sample {index} is "
+                f"{type(sample).__name__}."
+            )
+    return [_record(signature.method_name, signature.name, signature.inputs[0].alias, s)
+            for s in serialized]
+
+
+def _tensor_records(signature: Signature, inputs: Any, model_path: str
+                    ) -> list[PredictionLog]:
+    if isinstance(inputs, Mapping):  # stacked arrays by alias
+        rows = _rows_of_stacked(inputs, signature)
+    elif isinstance(inputs, np.ndarray | tf.Tensor) and len(signature.inputs) == 1:
+        rows = [np.asarray(row) for row in np.asarray(inputs)]
+    else:
+        rows = list(inputs)
+    _count_check(len(rows))
+    records = []
+    for index, element in enumerate(rows):
+        try:
+            batch = batch_tensors([element], signature, pad=False)
+        except InputError as e:
+            raise ConfigurationError(
+                f"warm-up sample {index} does not fit signature {signature.name!r} of "
+                f"{model_path}: {e}") from e
+        log = PredictionLog()
+        request = log.predict_log.request
+        request.model_spec.signature_name = signature.name
+        for alias, array in batch.feeds.items():
+            request.inputs[alias].CopyFrom(tf.make_tensor_proto(array))
+        records.append(log)
+    return records
+
+
+def _rows_of_stacked(arrays: Mapping[str, Any], signature: Signature) -> list[dict[str, Any]]:
+    columns = {alias: np.asarray(value) for alias, value in arrays.items()}
+    sizes = {alias: (a.shape[0] if a.ndim else None) for alias, a in columns.items()}
+    if None in sizes.values() or len(set(sizes.values())) != 1:
+        raise ConfigurationError(
+            f"write_warmup_requests got stacked arrays for signature {signature.name!r} "
+            f"whose first dimensions differ or are missing: {sizes}. Give every input "
+            "one row per request along axis 0."
+        )
+    count = next(iter(sizes.values()))
+    if len(signature.inputs) == 1 and set(columns) == {signature.inputs[0].alias}:
+        return [columns[signature.inputs[0].alias][i] for i in range(count)]
+    return [{alias: column[i] for alias, column in columns.items()} for i in range(count)]
 
 
 def _record(method_name: str, signature_name: str, alias: str, serialized: bytes

@@ -1,2 +1,16 @@
 """Runnable jobs built on beam_infer, following Beam's example contract:
-``run(argv=None, save_main_session=True, test_pipeline=None) -> PipelineResult``."""
+``run(argv=None, save_main_session=True, test_pipeline=None) -> PipelineResult``.
+
+This package lives in the checkout and is not installed by ``pip install beam-infer``
+(which installs only ``beam_infer``): run the jobs from the checkout's root with
+``python -m pipelines.<job>``; their code reaches remote workers pickled by value (see
+``pipelines/jobs.py`` and docs/packaging.md).
+
+Importing it imports TensorFlow without its C++ start-up lines (see
+``beam_infer_cli.quiet_tensorflow_import``) unless ``--verbose`` is on the command line.
+That is the jobs' choice; importing ``beam_infer`` alone changes nothing.
+"""
+
+from beam_infer_cli import quiet_tensorflow_import as _quiet_tensorflow_import
+
+_quiet_tensorflow_import()

@@ -11,7 +11,6 @@ it runs anywhere::
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from collections.abc import Iterator, Sequence
 
@@ -66,8 +65,10 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> PipelineResult:
     args, pipeline_args = parse_args(argv)
     jobs.check_services(args, pipeline_args)
-    return jobs.run_job(lambda pipeline: build(pipeline, prepare_defaults(args)),
-                        jobs.job_options(pipeline_args, save_main_session), test_pipeline)
+    args = prepare_defaults(args)
+    return jobs.run_job(lambda pipeline: build(pipeline, args),
+                        jobs.job_options(pipeline_args, save_main_session), test_pipeline,
+                        job="pipelines.basic", outputs=[args.output])
 
 
 def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection:
@@ -77,6 +78,7 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection
         pipeline
         | "ReadExamples" >> beam.io.ReadFromTFRecord(
             args.input, coder=beam.coders.ProtoCoder(tf.train.Example))
+        | "CountIn" >> jobs.CountElements(jobs.ELEMENTS_IN)
         | "RunInference" >> bi.RunInference(spec)
         | "ProcessPredictions" >> beam.ParDo(PredictionProcessor())
     )
@@ -85,5 +87,4 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection
 
 
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.WARNING)
-    run()
+    jobs.main(run)

@@ -14,7 +14,6 @@ same for ``x10``; ``--output`` receives the lines, ``--rows_output`` JSON-lines 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -82,15 +81,17 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> PipelineResult:
     args, pipeline_args = parse_args(argv)
-    # BigQuery first: its flags say more precisely what needs credentials.
     options = jobs.job_options(pipeline_args, save_main_session)
     bigquery_preflight.require_credentials("pipelines.branching", keyed.bigquery_flags(args),
                                            options, test_pipeline)
+    # After the BigQuery check, whose message names the flags that need BigQuery.
     jobs.check_services(args, pipeline_args)
     os.makedirs(args.work_dir, exist_ok=True)
-    return jobs.run_job(lambda pipeline: build(pipeline, args), options, test_pipeline)
+    return jobs.run_job(lambda pipeline: build(pipeline, args), options, test_pipeline,
+                        job="pipelines.branching", outputs=[
+                            args.output or os.path.join(args.work_dir, "output"),
+                            args.rows_output or os.path.join(args.work_dir, "rows")])
 
 
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.WARNING)
-    run()
+    jobs.main(run)

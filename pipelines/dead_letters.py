@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import logging
 import os
 from collections.abc import Sequence
 
@@ -81,10 +80,12 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
     predictions, failed = (
         pipeline
         | "ReadRecords" >> beam.io.ReadFromTFRecord(args.input)
+        | "CountIn" >> jobs.CountElements(jobs.ELEMENTS_IN)
         | "RunInference" >> bi.RunInference(spec).with_dead_letters()
     )
     _ = (predictions
          | "ProcessPredictions" >> beam.ParDo(PredictionProcessor())
+         | "CountOut" >> jobs.CountElements(jobs.ELEMENTS_OUT)
          | "WritePredictions" >> beam.io.WriteToText(args.output + ".predictions",
                                                      shard_name_template=""))
     _ = (failed
@@ -99,9 +100,10 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
     jobs.check_services(args, pipeline_args)
     args = prepare_defaults(args)
     return jobs.run_job(lambda pipeline: build(pipeline, args),
-                        jobs.job_options(pipeline_args, save_main_session), test_pipeline)
+                        jobs.job_options(pipeline_args, save_main_session), test_pipeline,
+                        job="pipelines.dead_letters",
+                        outputs=[args.output + ".predictions", args.output + ".dead_letters"])
 
 
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.WARNING)
-    run()
+    jobs.main(run)

@@ -18,7 +18,6 @@ model_version)`` rows to BigQuery.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -117,6 +116,7 @@ def read_questions(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PC
     return (pipeline
             | "ReadQuestions" >> ReadQuestions(
                 input_pattern=args.input, table=args.input_table, query=args.query)
+            | "CountIn" >> jobs.CountElements(jobs.ELEMENTS_IN)
             | "ToKeyedExamples" >> beam.Map(keyed_example).with_output_types(
                 typehints.Tuple[bytes, tf.train.Example]))
 
@@ -179,15 +179,20 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> PipelineResult:
     args, pipeline_args = parse_args(argv)
-    # BigQuery first: its flags say more precisely what needs credentials.
     options = jobs.job_options(pipeline_args, save_main_session)
     bigquery_preflight.require_credentials("pipelines.keyed", bigquery_flags(args), options,
                                            test_pipeline)
+    # After the BigQuery check, whose message names the flags that need BigQuery.
     jobs.check_services(args, pipeline_args)
     os.makedirs(args.work_dir, exist_ok=True)
-    return jobs.run_job(lambda pipeline: build(pipeline, args), options, test_pipeline)
+    return jobs.run_job(lambda pipeline: build(pipeline, args), options, test_pipeline,
+                        job="pipelines.keyed", outputs=outputs(args))
+
+
+def outputs(args: argparse.Namespace) -> list[str | None]:
+    """Where the job writes, for its summary line."""
+    return [args.output or os.path.join(args.work_dir, "output"), args.output_table]
 
 
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.WARNING)
-    run()
+    jobs.main(run)

@@ -22,7 +22,6 @@ import argparse
 import csv
 import io
 import json
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -141,21 +140,26 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
 
 def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
     if args.predictions:
-        logs = pipeline | "ReadPredictionLogs" >> beam.io.ReadFromTFRecord(
-            args.predictions, coder=beam.coders.ProtoCoder(prediction_log_pb2.PredictionLog))
+        logs = (pipeline
+                | "ReadPredictionLogs" >> beam.io.ReadFromTFRecord(
+                    args.predictions,
+                    coder=beam.coders.ProtoCoder(prediction_log_pb2.PredictionLog))
+                | "CountIn" >> jobs.CountElements(jobs.ELEMENTS_IN))
     else:
         os.makedirs(args.work_dir, exist_ok=True)
         model_path = args.model_path or models.five_model(args.work_dir)
         logs = (pipeline
                 | "ReadQuestions" >> beam.Create(models.read_questions())
+                | "CountIn" >> jobs.CountElements(jobs.ELEMENTS_IN)
                 | "ToKeyedExamples" >> beam.MapTuple(
                     lambda key, value: (key.encode(), models.make_example(value))
                 ).with_output_types(typehints.Tuple[bytes, tf.train.Example])
                 | "RunInference" >> bi.RunInference(bi.ModelSpec(model_path=model_path)))
-    rows = logs | "ToRows" >> bi.PredictionLogToRows(model_version=args.model_version)
+    rows = (logs
+            | "ToRows" >> bi.PredictionLogToRows(model_version=args.model_version)
+            | "CountOut" >> jobs.CountElements(jobs.ELEMENTS_OUT))
     _ = rows | "WriteRows" >> WriteRows(args.output or os.path.join(args.work_dir, "rows"),
                                         fmt=args.format)
-    _ = rows | "Format" >> beam.Map(format_row) | "Print" >> beam.Map(print)
     if args.output_table:
         write_to_bigquery(rows, args.output_table)
 
@@ -163,15 +167,17 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> beam.runners.runner.PipelineResult:
     args, pipeline_args = parse_args(argv)
-    # BigQuery first: its flags say more precisely what needs credentials.
     options = jobs.job_options(pipeline_args, save_main_session)
     bigquery_preflight.require_credentials(
         "pipelines.postprocess", ["--output_table"] if args.output_table else [], options,
         test_pipeline)
+    # After the BigQuery check, whose message names the flags that need BigQuery.
     jobs.check_services(args, pipeline_args)
-    return jobs.run_job(lambda pipeline: build(pipeline, args), options, test_pipeline)
+    return jobs.run_job(lambda pipeline: build(pipeline, args), options, test_pipeline,
+                        job="pipelines.postprocess", outputs=[
+                            args.output or os.path.join(args.work_dir, "rows"),
+                            args.output_table])
 
 
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.WARNING)
-    run()
+    jobs.main(run)

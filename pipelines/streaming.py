@@ -29,7 +29,6 @@ its bundle-based engine, which cannot run the generated stream (``PeriodicImpuls
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import time
 import uuid
@@ -154,8 +153,9 @@ def model_spec(args: argparse.Namespace) -> bi.ModelSpec:
 
 def build_pubsub(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
     """Pub/Sub in, RunInference, Pub/Sub out; dead letters to their own topic if given."""
-    examples = pipeline | "ReadExamples" >> beam.io.ReadFromPubSub(
-        subscription=args.input_subscription)
+    examples = (pipeline
+                | "ReadExamples" >> beam.io.ReadFromPubSub(subscription=args.input_subscription)
+                | "CountIn" >> jobs.CountElements(jobs.ELEMENTS_IN))
     inference = bi.RunInference(model_spec(args))
     if args.dead_letter_topic:
         logs, failed = examples | "RunInference" >> inference.with_dead_letters()
@@ -166,6 +166,7 @@ def build_pubsub(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
     else:
         logs = examples | "RunInference" >> inference
     _ = (logs
+         | "CountOut" >> jobs.CountElements(jobs.ELEMENTS_OUT)
          | "Serialize" >> beam.Map(lambda log: log.SerializeToString()).with_output_types(bytes)
          | "WriteLogs" >> beam.io.WriteToPubSub(args.output_topic))
 
@@ -177,8 +178,10 @@ def build_local(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
          | "GenerateStream" >> PeriodicImpulse(start, start + args.duration_secs,
                                                fire_interval=1.0 / args.rate)
          | "MakeExamples" >> beam.ParDo(GenerateExamples(start, args.rate))
+         | "CountIn" >> jobs.CountElements(jobs.ELEMENTS_IN)
          | "RunInference" >> bi.RunInference(model_spec(args))
          | "FormatResults" >> beam.ParDo(FormatResult())
+         | "CountOut" >> jobs.CountElements(jobs.ELEMENTS_OUT)
          | "WriteResults" >> beam.ParDo(AppendLines(args.output)))
 
 
@@ -208,9 +211,11 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
     elif not standard.runner:
         standard.runner = "FnApiRunner"
     build = build_pubsub if args.input_subscription else build_local
-    return jobs.run_job(lambda pipeline: build(pipeline, args), options, test_pipeline)
+    outputs = [args.output_topic, args.dead_letter_topic] if args.input_subscription \
+        else [f"{args.output}-*.txt"]
+    return jobs.run_job(lambda pipeline: build(pipeline, args), options, test_pipeline,
+                        job="pipelines.streaming", outputs=outputs)
 
 
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.WARNING)
-    run()
+    jobs.main(run)

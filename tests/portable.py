@@ -306,6 +306,8 @@ def _start_service(
     *,
     stop_signal: signal.Signals,
     timeout: float,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> ServiceProcess:
     """Starts a service subprocess on a free port and waits until it serves.
 
@@ -317,6 +319,8 @@ def _start_service(
             reads: the job service logs forever).
         stop_signal: Signal for a graceful stop.
         timeout: Startup timeout in seconds, per attempt.
+        env: The subprocess's environment; default ``subprocess_env()``.
+        cwd: Its working directory; default the repo root.
 
     Returns:
         The running service.
@@ -334,8 +338,8 @@ def _start_service(
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-                env=subprocess_env(),
+                cwd=cwd or REPO_ROOT,
+                env=env or subprocess_env(),
                 start_new_session=True,
                 preexec_fn=functools.partial(_prepare_child, stop_signal, os.getpid()),
             )
@@ -427,12 +431,17 @@ def start_job_service(
     )
 
 
-def start_worker_pool(log_dir: Path, *, timeout: float = STARTUP_TIMEOUT_S) -> ServiceProcess:
+def start_worker_pool(log_dir: Path, *, timeout: float = STARTUP_TIMEOUT_S,
+                      env: dict[str, str] | None = None,
+                      cwd: Path | None = None) -> ServiceProcess:
     """Starts the EXTERNAL Python SDK worker pool (one SDK worker process per request).
 
     Args:
         log_dir: Directory for ``worker_pool.log`` (also the SDK workers' stderr).
         timeout: Startup timeout in seconds.
+        env: The pool's (and its workers') environment; default ``subprocess_env()``,
+            which puts the repo root on ``PYTHONPATH``.
+        cwd: The pool's working directory; default the repo root.
 
     Returns:
         The running pool; ``address`` is the ``--environment_config``.
@@ -455,6 +464,8 @@ def start_worker_pool(log_dir: Path, *, timeout: float = STARTUP_TIMEOUT_S) -> S
         # workers; SIGTERM would kill it without running atexit.
         stop_signal=signal.SIGINT,
         timeout=timeout,
+        env=env,
+        cwd=cwd,
     )
 
 

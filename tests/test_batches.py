@@ -235,13 +235,14 @@ def test_batches_a_signature_cannot_take_stop_at_stage_decode(zoo, model, batch,
     assert isinstance(error.value.__cause__, bi.InputError)
 
 
-def test_a_stacked_batch_is_cast_only_where_lossless(zoo):
+def test_a_stacked_batch_is_cast_only_where_every_value_fits(zoo):
     with pytest.raises(bi.InferenceError) as error:
-        _batched(_handler(zoo.keras3_dense), np.array([[0.1]], np.float64))
+        _batched(_handler(zoo.keras3_dense), np.array([[0.1], [1e300]], np.float64))
     assert str(error.value) == (
-        "batch (numpy.ndarray of 1 element(s)) failed at stage decode: InputError: input 'x' "
-        "of signature 'serving_default' takes float32, but got float64 values and float32 "
-        "cannot hold 0.1 exactly; only lossless casts are made. Pass float32 values (e.g. "
+        "batch (numpy.ndarray of 2 element(s)) failed at stage decode: InputError: input 'x' "
+        "of signature 'serving_default' takes float32, but got float64 values and 1e+300 is "
+        "outside float32's range; casts within a kind are made only when every value fits "
+        "(ModelSpec(strict_input_casts=False), the default). Pass float32 values (e.g. "
         "np.asarray(value, dtype=np.float32)) if rounding is what you want." + _NO_DEAD_LETTERS)
 
 

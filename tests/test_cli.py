@@ -11,6 +11,7 @@ import sys
 import pytest
 import tensorflow as tf
 
+import beam_infer as bi
 from beam_infer import _cli
 from pipelines import models
 
@@ -94,9 +95,10 @@ def test_inspect_shows_every_tag_set(zoo, capsys):
 def test_inspect_of_a_missing_model_says_what_to_point_at(tmp_path, capsys):
     assert _cli.main(["inspect", str(tmp_path / "nope")]) == 1
     assert capsys.readouterr().err == (
-        f"beam-infer inspect: error: model path '{tmp_path / 'nope'}' does not exist. Point "
-        "model_path at a SavedModel directory (the folder that holds saved_model.pb and "
-        "variables/).\n")
+        f"beam-infer inspect: error: model path '{tmp_path / 'nope'}' does not exist: "
+        f"SavedModel file does not exist at: {tmp_path / 'nope'}/"
+        "{saved_model.pbtxt|saved_model.pb}. Point model_path at a SavedModel directory (the "
+        "folder that holds saved_model.pb and variables/).\n")
 
 
 def test_unknown_flags_are_refused_for_inspect(zoo, capsys):
@@ -138,7 +140,32 @@ def test_console_script_is_declared(tmp_path):
     subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path)],
                    cwd=REPO, check=True, capture_output=True, timeout=120)
     (entry_points,) = tmp_path.glob("*.egg-info/entry_points.txt")
-    assert "beam-infer = beam_infer._cli:main" in entry_points.read_text()
+    assert "beam-infer = beam_infer_cli:main" in entry_points.read_text()
+    # The distribution claims beam_infer (and its entry module) only, never "pipelines".
+    (top_level,) = tmp_path.glob("*.egg-info/top_level.txt")
+    assert sorted(top_level.read_text().split()) == ["beam_infer", "beam_infer_cli"]
+    (pkg_info,) = tmp_path.glob("*.egg-info/PKG-INFO")
+    metadata = pkg_info.read_text()
+    for field in ("License: Apache-2.0", "Home-page: https://", "Author: ",
+                  "Classifier: License :: OSI Approved :: Apache Software License",
+                  f"Version: {bi.__version__}", "Keywords: apache-beam"):
+        assert field in metadata
+
+
+def test_the_console_script_starts_quietly_and_fails_in_one_line(tmp_path):
+    command = [sys.executable, "-c", "import sys, beam_infer_cli; sys.exit(beam_infer_cli.main())",
+               "inspect", str(tmp_path / "nope")]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    quiet = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120,
+                           env=env)
+    assert quiet.returncode == 1
+    (line,) = quiet.stderr.splitlines()  # no TensorFlow start-up lines, no traceback
+    assert line.startswith("beam-infer inspect: error: model path ")
+    verbose = subprocess.run([*command, "--verbose"], cwd=REPO, capture_output=True,
+                             text=True, timeout=120, env=env)
+    assert verbose.returncode == 1
+    assert "Traceback (most recent call last)" in verbose.stderr
+    assert verbose.stderr.rstrip().endswith(line)
 
 
 def test_score_help_shows_the_jobs_flags_under_the_commands_name(capsys):

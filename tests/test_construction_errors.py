@@ -25,8 +25,9 @@ def test_missing_model_path_names_the_path(tmp_path):
     with pytest.raises(bi.ModelPathError) as error:
         _build(bi.ModelSpec(model_path=str(tmp_path / "nope")))
     assert _message(error, str(tmp_path)) == (
-        "model path '<ROOT>/nope' does not exist. Point model_path at a SavedModel directory "
-        "(the folder that holds saved_model.pb and variables/)."
+        "model path '<ROOT>/nope' does not exist: SavedModel file does not exist at: "
+        "<ROOT>/nope/{saved_model.pbtxt|saved_model.pb}. Point model_path at a SavedModel "
+        "directory (the folder that holds saved_model.pb and variables/)."
     )
 
 
@@ -36,9 +37,40 @@ def test_directory_without_saved_model_lists_what_it_holds(tmp_path):
     with pytest.raises(bi.ModelPathError) as error:
         _build(bi.ModelSpec(model_path=str(tmp_path / "model")))
     assert _message(error, str(tmp_path)) == (
-        "no saved_model.pb in '<ROOT>/model'; found: weights.h5. Export the model with "
-        "tf.saved_model.save(...) or Keras model.export(...)."
+        "no SavedModel in '<ROOT>/model': SavedModel file does not exist at: "
+        "<ROOT>/model/{saved_model.pbtxt|saved_model.pb}; found: weights.h5. Export the "
+        "model with tf.saved_model.save(...) or Keras model.export(...)."
     )
+
+
+def test_a_missing_model_is_an_oserror_as_in_tfx_bsl(tmp_path):
+    # tfx-bsl's loader raises OSError("SavedModel file does not exist at: ..."); code that
+    # catches it keeps working.
+    with pytest.raises(OSError, match="SavedModel file does not exist"):
+        _build(bi.ModelSpec(model_path=str(tmp_path)))
+
+
+@pytest.mark.parametrize(("name", "advice"), [
+    ("model.keras", "is a Keras model file, not a SavedModel directory. Export a SavedModel "
+                    "from it and pass that folder: keras.models.load_model(path).export("
+                    "'/models/m/1') (Keras 3), or tf.saved_model.save(model, '/models/m/1')."),
+    ("weights.h5", "is a Keras model file, not a SavedModel directory."),
+    ("notes.txt", "is a file; model_path names the SavedModel directory, the folder that "
+                  "holds saved_model.pb and variables/."),
+])
+def test_a_model_file_says_what_to_pass_instead(tmp_path, name, advice):
+    (tmp_path / name).write_bytes(b"x")
+    with pytest.raises(bi.ModelPathError) as error:
+        _build(bi.ModelSpec(model_path=str(tmp_path / name)))
+    assert _message(error, str(tmp_path)).startswith(f"model path '<ROOT>/{name}' {advice}")
+
+
+def test_the_saved_model_pb_file_itself_points_at_its_folder(zoo):
+    with pytest.raises(bi.ModelPathError) as error:
+        _build(bi.ModelSpec(model_path=f"{zoo.five}/saved_model.pb"))
+    assert str(error.value) == (
+        f"model path '{zoo.five}/saved_model.pb' is the saved_model.pb file of a SavedModel; "
+        f"pass its folder instead: model_path='{zoo.five}'.")
 
 
 def test_base_path_without_a_complete_version_fails_at_build(tmp_path):

@@ -66,8 +66,9 @@ def test_tensor_messages_name_the_input_and_what_to_change(zoo):
         "[3]. Give each element the shape of one example, without a batch dimension."))
     assert validator.check(BAD["lossy_cast"][0]) == Failure("decode", "InputError", (
         "input 'count' of signature 'serving_default' takes int64, but got float64 values "
-        "and int64 cannot hold 1.5 exactly; only lossless casts are made. Pass int64 values "
-        "(e.g. np.asarray(value, dtype=np.int64)) if rounding is what you want."))
+        "and int64 cannot hold 1.5 exactly; a cast across kinds (float64 to int64) is made "
+        "only when no value changes. Pass int64 values (e.g. np.asarray(value, "
+        "dtype=np.int64)) if rounding is what you want."))
     assert validator.check(BAD["missing_input"][0]) == Failure("validate", "InputError", (
         "signature 'serving_default' takes inputs count, label, x; an element has keys "
         "count, x (missing label). Key each element by the signature's input aliases."))

@@ -104,13 +104,15 @@ def test_missing_and_incomplete_gcs_paths_say_what_is_there(gcs):
     with pytest.raises(bi.ModelPathError) as missing:
         bi.RunInference(bi.ModelSpec(model_path=f"{root}/nope"))
     assert str(missing.value) == (
-        f"model path '{root}/nope' does not exist. Point model_path at a SavedModel "
+        f"model path '{root}/nope' does not exist: SavedModel file does not exist at: "
+        f"{root}/nope/{{saved_model.pbtxt|saved_model.pb}}. Point model_path at a SavedModel "
         "directory (the folder that holds saved_model.pb and variables/).")
     with pytest.raises(bi.ModelPathError) as no_model:
         bi.RunInference(bi.ModelSpec(model_path=f"{root}/plain"))
     assert str(no_model.value) == (
-        f"no saved_model.pb in '{root}/plain'; found: weights.h5. Export the model with "
-        "tf.saved_model.save(...) or Keras model.export(...).")
+        f"no SavedModel in '{root}/plain': SavedModel file does not exist at: "
+        f"{root}/plain/{{saved_model.pbtxt|saved_model.pb}}; found: weights.h5. Export the "
+        "model with tf.saved_model.save(...) or Keras model.export(...).")
     with pytest.raises(bi.ModelPathError) as incomplete:
         bi.RunInference(bi.ModelSpec(model_path=f"{root}/base"))
     assert str(incomplete.value) == (

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import beam_infer as bi
-from pipelines import branching, cascade, keyed, models, postprocess
+from pipelines import basic, branching, cascade, dead_letters, jobs, keyed, models, postprocess
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 KEYED_ANSWERS = [
@@ -43,15 +44,69 @@ def test_keyed_job_answers_the_bundled_questions(tmp_path, capsys):
     assert (tmp_path / "five_model" / "saved_model.pb").exists()
 
 
-def test_readme_run_command_prints_the_four_answers(tmp_path):
-    # `python -m pipelines.keyed` as README runs it: a fresh directory, no flags.
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+def test_readme_run_command_prints_the_four_answers_and_a_summary_quietly(tmp_path):
+    # `python -m pipelines.keyed` as README runs it: a fresh directory, no flags, and no
+    # TF_CPP_MIN_LOG_LEVEL of the user's: TensorFlow's and Beam's start-up lines stay quiet.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(REPO)
     done = subprocess.run([sys.executable, "-m", "pipelines.keyed"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(line for line in done.stdout.splitlines() if line.startswith("key is ")) \
         == sorted(KEYED_ANSWERS)
     assert (tmp_path / "work" / "keyed" / "output").exists()
+    *_, summary = done.stdout.splitlines()
+    assert re.fullmatch(r"pipelines\.keyed: 4 in, 4 out, 0 failed, [\d.]+ s; outputs: "
+                        r"work/keyed/output", summary)
+    assert done.stderr == ""
+
+
+def test_a_failing_job_ends_in_one_error_line_and_verbose_shows_the_traceback(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(REPO)
+    command = [sys.executable, "-m", "pipelines.keyed", f"--model_path={tmp_path}/nope",
+               f"--work_dir={tmp_path}"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"pipelines.keyed: error: ModelPathError: model path '{tmp_path}/nope' does not "
+        f"exist: SavedModel file does not exist at: {tmp_path}/nope/"
+        "{saved_model.pbtxt|saved_model.pb}. Point model_path at a SavedModel directory (the "
+        "folder that holds saved_model.pb and variables/). (rerun with --verbose for the "
+        "traceback)\n")
+    verbose = subprocess.run([*command, "--verbose"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300, check=False)
+    assert verbose.returncode == 1
+    assert "Traceback (most recent call last)" in verbose.stderr
+    assert verbose.stderr.endswith(done.stderr)
+
+
+def test_job_error_lines_cut_beams_step_names_and_give_a_hint():
+    error = ValueError("row 'a' is not a number [while running 'ToKeyedExamples']")
+    assert jobs.error_line("pipelines.keyed", error) == (
+        "pipelines.keyed: error: ValueError: row 'a' is not a number (check the job's flags "
+        "and input (--help lists the flags); rerun with --verbose for the traceback)")
+    assert jobs.error_line("pipelines.basic", FileNotFoundError("no /x")).endswith(
+        "(check the path and that this machine can read it; rerun with --verbose for the "
+        "traceback)")
+
+
+@pytest.mark.parametrize(("job", "argv", "summary"), [
+    (basic, [], r"pipelines\.basic: 4 in, 4 out, 0 failed, [\d.]+ s; outputs: .*/output"),
+    (branching, [], r"pipelines\.branching: 4 in, 8 out, 0 failed, [\d.]+ s; outputs: "
+                    r".*/output, .*/rows"),
+    (cascade, [], r"pipelines\.cascade: 4 in, 4 out, 0 failed, [\d.]+ s; outputs: "
+                  r".*/output, .*/rows"),
+    (postprocess, [], r"pipelines\.postprocess: 4 in, 4 out, 0 failed, [\d.]+ s; "
+                      r"outputs: .*/rows"),
+    (dead_letters, [], r"pipelines\.dead_letters: 8 in, 4 out, 4 failed, [\d.]+ s; "
+                       r"outputs: .*/output\.predictions, .*/output\.dead_letters"),
+])
+def test_every_job_closes_with_one_summary_line(tmp_path, capsys, job, argv, summary):
+    job.run([f"--work_dir={tmp_path}", *argv])
+    *_, last = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(summary, last), last
 
 
 def test_keyed_job_reads_json_lines_and_a_given_model(tmp_path, zoo):

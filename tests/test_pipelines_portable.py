@@ -10,7 +10,13 @@ from apache_beam.metrics.metric import MetricsFilter
 
 import beam_infer as bi
 from pipelines import basic, batch_scoring, branching, cascade, keyed, models, postprocess
-from tests.portable import PortableServices
+from tests.portable import (
+    REPO_ROOT,
+    PortableServices,
+    portable_pipeline_options,
+    start_worker_pool,
+    subprocess_env,
+)
 
 
 def _lines(path) -> list[str]:
@@ -74,3 +80,27 @@ def test_basic_and_batch_scoring_jobs_on_the_portable_runner(
             for line in p.read_text().splitlines()]
     assert sorted((r["key"], r["output"]["output_0"][0]) for r in rows) == sorted(
         (f"r{i}", 5.0 * i) for i in range(50))
+
+
+def test_jobs_reach_workers_that_have_the_library_but_no_pipelines_package(
+        portable_runner: PortableServices, tmp_path):
+    # A worker as on Dataflow with --setup_file: beam_infer installed, the checkout absent.
+    # Its "pipelines" refuses to import, so the job works only if its code came pickled.
+    site = tmp_path / "worker_site"
+    (site / "pipelines").mkdir(parents=True)
+    (site / "beam_infer").symlink_to(REPO_ROOT / "beam_infer")
+    (site / "pipelines" / "__init__.py").write_text(
+        'raise ImportError("this worker has no pipelines package")\n')
+    env = subprocess_env()
+    env["PYTHONPATH"] = str(site)
+    pool = start_worker_pool(tmp_path, env=env, cwd=site)
+    try:
+        options = portable_pipeline_options(portable_runner.job_endpoint, pool.address,
+                                             sdk_worker_parallelism=1)
+        result = keyed.run([f"--work_dir={tmp_path}/keyed", *options])
+    finally:
+        pool.stop()
+    assert _lines(tmp_path / "keyed" / "output") == sorted(
+        f"key is {key} input is [{value}] output is {5 * value}"
+        for key, value in models.read_questions())
+    assert _committed(result, "num_inferences") == 4

@@ -11,6 +11,7 @@ def test_public_names_are_pinned_and_sorted():
         "BatchConfig",
         "BeamInferError",
         "ConfigurationError",
+        "CreateModelHandler",
         "DeadLetter",
         "Feed",
         "IncompatibleVersionError",
@@ -28,11 +29,15 @@ def test_public_names_are_pinned_and_sorted():
         "RetryConfig",
         "RunInference",
         "RunInferenceOnBatches",
+        "RunInferenceOnKeyedBatches",
+        "RunInferencePerModel",
+        "RunInferencePerModelOnKeyedBatches",
         "RunInferenceWithDeadLetters",
         "SavedModelHandler",
         "SignatureError",
         "Stage",
         "TagsError",
+        "UnknownArgumentError",
         "VersionPolicy",
         "patch_local_runner_metrics",
         "prediction_log_to_row",
@@ -42,8 +47,21 @@ def test_public_names_are_pinned_and_sorted():
     assert all(hasattr(bi, name) for name in bi.__all__)
 
 
+def test_version_comes_from_one_place():
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    text = (root / "beam_infer" / "_version.py").read_text()
+    assert re.search(r'^__version__ = "([^"]+)"$', text, re.M).group(1) == bi.__version__
+    assert "_version.py" in (root / "setup.py").read_text()  # setup.py reads the same file
+
+
 def test_error_tree():
     assert issubclass(bi.ModelPathError, bi.ConfigurationError)
+    # tfx-bsl raises an OSError for a model path without a SavedModel; so does beam_infer.
+    assert issubclass(bi.ModelPathError, FileNotFoundError)
+    assert issubclass(bi.UnknownArgumentError, TypeError)
     assert issubclass(bi.SignatureError, ValueError)
     assert issubclass(bi.ModelLoadError, RuntimeError)
     assert all(issubclass(getattr(bi, n), bi.BeamInferError) for n in bi.__all__

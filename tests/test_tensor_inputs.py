@@ -100,21 +100,67 @@ def test_lossless_casts_are_made(zoo):
     assert _request(logs[1], "x").dtype == np.float32
 
 
-def test_lossy_casts_are_refused_with_the_value(zoo):
-    handler = _handler(zoo.keras3_dense)
+def test_float64_rows_score_on_a_float32_model_as_keras_predict_takes_them(zoo):
+    # numpy's default dtype: np.array([0.1]) is float64, which Keras predict and TF
+    # Serving's REST API round to the model's float32.
+    logs = _run(_handler(zoo.keras3_dense), [np.array([0.1]), np.array([2.5])])
+    assert [_output(log, "output_0").ravel().tolist() for log in logs] == [
+        [pytest.approx(0.5)], [12.5]]
+    assert _request(logs[0], "x").dtype == np.float32
+
+
+def test_same_kind_casts_are_made_when_every_value_fits(zoo):
+    logs = _run(_handler(zoo.tokens), [np.array([1, 2], np.int64)])
+    assert _request(logs[0], "tokens").dtype == np.int32
+    with pytest.raises(bi.InputError) as error:
+        _run(_handler(zoo.tokens), [np.array([1, 2**40], np.int64)])
+    assert str(error.value) == (
+        "input 'tokens' of signature 'serving_default' takes int32, but got int64 values and "
+        "1099511627776 is outside int32's range [-2147483648, 2147483647]; casts within a "
+        "kind are made only when every value fits (ModelSpec(strict_input_casts=False), the "
+        "default). Pass int32 values (e.g. np.asarray(value, dtype=np.int32)) if rounding is "
+        "what you want."
+    )
+
+
+def test_finite_values_must_stay_finite(zoo):
+    with pytest.raises(bi.InputError) as error:
+        _run(_handler(zoo.keras3_dense), [np.array([1e300])])
+    assert str(error.value) == (
+        "input 'x' of signature 'serving_default' takes float32, but got float64 values and "
+        "1e+300 is outside float32's range; casts within a kind are made only when every "
+        "value fits (ModelSpec(strict_input_casts=False), the default). Pass float32 values "
+        "(e.g. np.asarray(value, dtype=np.float32)) if rounding is what you want."
+    )
+    # Non-finite values are kept as they are: nan and inf exist in float32 too.
+    (log,) = _run(_handler(zoo.keras3_dense), [np.array([np.inf])])
+    assert np.isinf(_output(log, "output_0")).all()
+
+
+def test_strict_input_casts_refuse_every_lossy_cast_and_say_so(zoo):
+    handler = _handler(zoo.keras3_dense, strict_input_casts=True)
     with pytest.raises(bi.InputError) as error:
         _run(handler, [np.array([0.1])])
     assert str(error.value) == (
         "input 'x' of signature 'serving_default' takes float32, but got float64 values and "
-        "float32 cannot hold 0.1 exactly; only lossless casts are made. Pass float32 values "
-        "(e.g. np.asarray(value, dtype=np.float32)) if rounding is what you want."
+        "float32 cannot hold 0.1 exactly; ModelSpec(strict_input_casts=True) makes only "
+        "lossless casts (the default, False, also casts within a kind when every value "
+        "fits). Pass float32 values (e.g. np.asarray(value, dtype=np.float32)) if rounding "
+        "is what you want."
     )
+    (log,) = _run(handler, [np.array([0.5])])  # lossless: still cast
+    assert _output(log, "output_0").ravel().tolist() == [2.5]
+
+
+def test_lossy_casts_across_kinds_are_refused_with_the_value(zoo):
+    handler = _handler(zoo.keras3_dense)
     with pytest.raises(bi.InputError) as error:
         _run(_handler(zoo.tensors), [{"x": [1.0, 2.0], "count": 1.5, "label": "a"}])
     assert str(error.value) == (
         "input 'count' of signature 'serving_default' takes int64, but got float64 values and "
-        "int64 cannot hold 1.5 exactly; only lossless casts are made. Pass int64 values "
-        "(e.g. np.asarray(value, dtype=np.int64)) if rounding is what you want."
+        "int64 cannot hold 1.5 exactly; a cast across kinds (float64 to int64) is made only "
+        "when no value changes. Pass int64 values (e.g. np.asarray(value, dtype=np.int64)) "
+        "if rounding is what you want."
     )
     with pytest.raises(bi.InputError) as error:
         _run(handler, [np.array(["1"])])

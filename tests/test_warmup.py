@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 
 import apache_beam as beam
+import numpy as np
 import pytest
 import tensorflow as tf
 from apache_beam.metrics.metric import MetricsFilter
@@ -112,7 +115,7 @@ def test_unsupported_log_type_fails_the_load(five):
      "them as signature_name=..."),
     ([b"x"] * 1001, "serving_default",
      "write_warmup_requests needs 1 to 1000 sample inputs; got 1001. Pass a few "
-     "representative examples."),
+     "representative inputs."),
 ])
 def test_write_warmup_requests_errors(five, inputs, signature, message):
     with pytest.raises(bi.ConfigurationError) as error:
@@ -132,8 +135,80 @@ def test_warmup_command_reports_usage_errors(five, tmp_path, capsys):
     missing = str(tmp_path / "none*.tfrecord")
     assert cli(["warmup", five, "--from", missing]) == 1
     assert capsys.readouterr().err == (
-        f"beam-infer warmup: error: no file matches --from {missing!r}; pass a TFRecord of "
-        "serialized tf.train.Example.\n")
+        f"beam-infer warmup: error: no file matches --from {missing!r}; pass a JSON lines "
+        "file, a .npy or .npz file, or a TFRecord of serialized tf.train.Example.\n")
     samples = models.write_examples(str(tmp_path / "s.tfrecord"), [1.0])
     assert cli(["warmup", five, "--from", samples, "--signature_name", "nope"]) == 1
     assert "signature 'nope' not found" in capsys.readouterr().err
+
+
+@pytest.fixture
+def dense(zoo, tmp_path) -> str:
+    """A private copy of the Keras 3 export (float32 x [None, 1]), to write into."""
+    return shutil.copytree(zoo.keras3_dense, tmp_path / "dense").as_posix()
+
+
+@pytest.fixture
+def tensors(zoo, tmp_path) -> str:
+    """A private copy of the multi-input model (x float32[?,2], count int64, label string)."""
+    return shutil.copytree(zoo.tensors, tmp_path / "tensors").as_posix()
+
+
+def _records(target: str) -> list[prediction_log_pb2.PredictionLog]:
+    return [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+            for r in tf.data.TFRecordDataset(target)]
+
+
+def test_tensor_signatures_get_predict_requests_from_elements(dense):
+    # numpy's default float64 is cast to the model's float32, as RunInference casts it.
+    target = bi.write_warmup_requests(dense, [np.array([0.5]), [2.0]])
+    records = _records(target)
+    assert [tf.make_ndarray(r.predict_log.request.inputs["x"]).tolist() for r in records] \
+        == [[[0.5]], [[2.0]]]
+    assert {tf.make_ndarray(r.predict_log.request.inputs["x"]).dtype for r in records} == \
+        {np.dtype(np.float32)}
+    assert _load(dense).warmup_records == 2
+
+
+def test_tensor_requests_from_stacked_arrays_one_per_row(dense, tensors):
+    bi.write_warmup_requests(dense, np.zeros((3, 1)))
+    assert _load(dense).warmup_records == 3
+    target = bi.write_warmup_requests(tensors, {
+        "x": np.ones((2, 2), np.float32), "count": np.array([1, 2]),
+        "label": np.array(["a", "b"])})
+    (first, second) = _records(target)
+    assert sorted(first.predict_log.request.inputs) == ["count", "label", "x"]
+    assert tf.make_ndarray(second.predict_log.request.inputs["count"]).tolist() == [2]
+    assert _load(tensors).warmup_records == 2
+
+
+def test_tensor_samples_that_do_not_fit_name_the_sample(dense):
+    with pytest.raises(bi.ConfigurationError) as error:
+        bi.write_warmup_requests(dense, [np.array([0.5]), np.array([1.0, 2.0])])
+    assert str(error.value).replace(dense, "<ROOT>") == (
+        "warm-up sample 1 does not fit signature 'serving_default' of <ROOT>: input 'x' of "
+        "signature 'serving_default' takes elements of shape [1] (the signature's x: "
+        "float32[?,1] without its batch dimension); element 0 of the batch has shape [2]. "
+        "Give each element the shape of one example, without a batch dimension.")
+
+
+def test_warmup_command_reads_json_lines_and_numpy_files(dense, tensors, tmp_path, capsys):
+    lines = tmp_path / "samples.jsonl"
+    lines.write_text("[0.5]\n[1.5]\n\n[2.5]\n")
+    assert cli(["warmup", dense, "--from", str(lines)]) == 0
+    assert capsys.readouterr().out == \
+        f"wrote 3 warm-up requests to {os.path.join(dense, WARMUP)}\n"
+    assert _load(dense).warmup_records == 3
+
+    keyed = tmp_path / "keyed.jsonl"
+    keyed.write_text(json.dumps({"x": [1.0, 2.0], "count": 3, "label": "a"}) + "\n")
+    assert cli(["warmup", tensors, "--from", str(keyed)]) == 0
+    assert _load(tensors).warmup_records == 1
+
+    np.save(tmp_path / "rows.npy", np.zeros((4, 1), np.float32))
+    assert cli(["warmup", dense, "--from", str(tmp_path / "rows.npy")]) == 0
+    assert _load(dense).warmup_records == 4
+    np.savez(tmp_path / "rows.npz", x=np.ones((2, 2)), count=np.array([1, 1]),
+             label=np.array(["a", "b"]))
+    assert cli(["warmup", tensors, "--from", str(tmp_path / "rows.npz")]) == 0
+    assert _load(tensors).warmup_records == 2

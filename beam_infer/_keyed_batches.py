@@ -1,0 +1,153 @@
+"""Keyed batches in ``RunInference``: ``(key, [example, ...])`` → ``(key, [log, ...])``.
+
+tfx-bsl's ``RunInference`` takes ``(K, List[Example | SequenceExample | bytes])`` besides
+single elements, and so does beam_infer's: the list's examples are scored with the rest
+of the Beam batch (one model call for many such elements), then put back into one output
+per input element, a list of PredictionLogs in the list's order. This forwards metadata
+that belongs to a group of examples (its key) without joining the outputs afterwards.
+
+Only signatures fed serialized examples nest: for a tensor-input signature a list is one
+element's value (``[0.1, 0.2]``), and a list of ``str`` is raw text.
+
+With dead letters, an element whose list holds an example that cannot be scored becomes
+one ``DeadLetter`` (the element as it came in, the first failure's stage and reason); the
+``failed_elements_<stage>`` counters count examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from apache_beam.ml.inference import base
+from apache_beam.typehints import typehints
+
+from beam_infer._dead_letters import DeadLetter
+from beam_infer._encoding import ExampleLike
+from beam_infer._isolation import IsolatingHandler
+
+
+def is_keyed_batch(element: Any) -> bool:
+    """True for ``(key, list)`` whose items are all examples or bytes (empty lists too)."""
+    return (type(element) is tuple and len(element) == 2 and type(element[1]) is list
+            and all(isinstance(item, ExampleLike) for item in element[1]))
+
+
+def is_list_type(value_type: Any) -> bool:
+    """True for a declared ``List[...]`` type hint."""
+    inner = getattr(value_type, "inner_type", None)
+    return inner is not None and value_type == typehints.List[inner]
+
+
+def may_hold_keyed_batches(element_type: Any, keyed: bool | None) -> bool:
+    """Whether a PCollection of ``element_type`` may hold keyed batches (undeclared: yes)."""
+    if keyed is False:
+        return False
+    tuple_types = getattr(element_type, "tuple_types", None)
+    if keyed and tuple_types is not None:
+        value_type = tuple_types[1]
+        return value_type in (Any, typehints.Any) or is_list_type(value_type) or \
+            isinstance(value_type, typehints.UnionConstraint)
+    return True
+
+
+class KeyedBatchesHandler(base.ModelHandler):
+    """Flattens keyed batches into the Beam batch, and nests their outputs back.
+
+    Args:
+        inner: The handler that scores the flattened batch.
+
+    Example:
+        >>> handler = KeyedBatchesHandler(isolating)
+        >>> handler.run_inference([("k", [example, example])], model)
+        [('k', [PredictionLog, PredictionLog])]
+    """
+
+    def __init__(self, inner: IsolatingHandler):
+        super().__init__()
+        self._inner = inner
+
+    def run_inference(self, batch: Sequence[Any], model: Any,
+                      inference_args: Mapping[str, Any] | None = None) -> list[Any]:
+        flat, groups = _flatten(batch)
+        if groups is None:
+            return self._inner.run_inference(batch, model, inference_args)
+        results = self._inner.run_inference(flat, model, inference_args)
+        return _nest(batch, results, groups)
+
+    def get_num_bytes(self, batch: Sequence[Any]) -> int:
+        flat, _ = _flatten(batch)
+        return self._inner.get_num_bytes(flat)
+
+    # --- everything else is the inner handler's -----------------------------------------
+
+    def load_model(self) -> Any:
+        return self._inner.load_model()
+
+    def get_metrics_namespace(self) -> str:
+        return self._inner.get_metrics_namespace()
+
+    def get_resource_hints(self) -> dict:
+        return self._inner.get_resource_hints()
+
+    def batch_elements_kwargs(self) -> Mapping[str, Any]:
+        return self._inner.batch_elements_kwargs()
+
+    def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:
+        self._inner.validate_inference_args(inference_args)
+
+    def update_model_path(self, model_path: str | None = None) -> None:
+        self._inner.update_model_path(model_path=model_path)
+
+    def share_model_across_processes(self) -> bool:
+        return self._inner.share_model_across_processes()
+
+    def model_copies(self) -> int:
+        return self._inner.model_copies()
+
+    def __repr__(self) -> str:
+        return f"KeyedBatchesHandler({self._inner!r})"
+
+
+def _flatten(batch: Sequence[Any]) -> tuple[list[Any], list[int | None] | None]:
+    """The batch with each keyed batch spread into ``(key, item)`` pairs.
+
+    Returns the flat batch and, per input element, how many flat entries it became
+    (None: a plain element, one entry); ``groups`` is None when nothing was spread.
+    """
+    if not any(is_keyed_batch(e) for e in batch):
+        return list(batch), None
+    flat: list[Any] = []
+    groups: list[int | None] = []
+    for element in batch:
+        if is_keyed_batch(element):
+            key, items = element
+            flat.extend((key, item) for item in items)
+            groups.append(len(items))
+        else:
+            flat.append(element)
+            groups.append(None)
+    return flat, groups
+
+
+def _nest(batch: Sequence[Any], results: Sequence[Any], groups: list[int | None]
+          ) -> list[Any]:
+    nested = []
+    position = 0
+    for element, size in zip(batch, groups, strict=True):
+        if size is None:
+            nested.append(results[position])
+            position += 1
+            continue
+        own = results[position:position + size]
+        position += size
+        failed = next((r for r in own if isinstance(r, DeadLetter)), None)
+        if failed is not None:
+            index = own.index(failed)
+            nested.append(DeadLetter(
+                element=element, key=element[0], stage=failed.stage,
+                error_type=failed.error_type,
+                message=f"item {index} of the keyed batch ({size} items): {failed.message}"))
+        else:
+            nested.append((element[0], [log for _, log in own]))
+    return nested
