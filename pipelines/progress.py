@@ -15,6 +15,7 @@ only, never element contents.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,21 +27,39 @@ _DONE: dict[str, int] = {}
 _LOCK = threading.Lock()
 
 
+def _counts() -> tuple[threading.Lock, dict[str, int]]:
+    """The process's counts, whichever copy of this module asks.
+
+    The jobs' code reaches workers pickled by value (``jobs.job_options``), so DoFns run
+    with copies of this module's globals, also in the launching process (in-process
+    runners unpickle them there). Every copy uses the module registered in
+    ``sys.modules``, the one the launcher's ``Progress`` reads; a worker process without
+    it counts in its own copy, and the launcher reads Beam metrics instead.
+    """
+    module = sys.modules.get(__name__)
+    if module is None:
+        return _LOCK, _DONE
+    return module._LOCK, module._DONE
+
+
 def count_done(run_id: str, n: int = 1) -> None:
     """Counts ``n`` elements of run ``run_id`` as done (called by the job's DoFns)."""
-    with _LOCK:
-        _DONE[run_id] = _DONE.get(run_id, 0) + n
+    lock, done = _counts()
+    with lock:
+        done[run_id] = done.get(run_id, 0) + n
 
 
 def done_here(run_id: str) -> int:
     """Elements of ``run_id`` counted in this process so far."""
-    with _LOCK:
-        return _DONE.get(run_id, 0)
+    lock, done = _counts()
+    with lock:
+        return done.get(run_id, 0)
 
 
 def forget(run_id: str) -> None:
-    with _LOCK:
-        _DONE.pop(run_id, None)
+    lock, done = _counts()
+    with lock:
+        done.pop(run_id, None)
 
 
 def format_line(done: int, elapsed_secs: float, expected: int | None) -> str:
