@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import posixpath
 from collections.abc import Mapping
 from typing import Any
@@ -36,6 +35,8 @@ import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
+
+import beam_infer as bi
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -175,11 +176,9 @@ def describe_plan(plan: Any) -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     """The versions of beam_infer, Apache Beam and TensorFlow that ran the job."""
-    try:
-        beam_infer = importlib.metadata.version("beam-infer")
-    except importlib.metadata.PackageNotFoundError:
-        beam_infer = "unknown (not installed)"
-    return {"beam_infer": beam_infer, "apache_beam": beam.__version__,
+    # The code that ran, not an installed distribution's metadata (which an editable
+    # install leaves at the version it was installed with).
+    return {"beam_infer": bi.__version__, "apache_beam": beam.__version__,
             "tensorflow": tf.__version__}
 
 

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
+import beam_infer as bi
 from pipelines import batch_scoring, progress, run_report
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -121,7 +122,7 @@ def test_manifest_records_the_model_signature_versions_and_times(tmp_path, zoo):
     assert manifest["signature"]["inputs"] == ["x: float32[?,1]"]
     assert manifest["columns"] == {"feed": "tensors", "inputs": [
         {"alias": "x", "column": "x", "expects": "x: float32[?,1]"}]}
-    assert manifest["versions"]["beam_infer"] == "0.1.0"
+    assert manifest["versions"]["beam_infer"] == bi.__version__ == "0.2.0"
     assert manifest["start"] <= manifest["end"] and manifest["elements_per_sec"] > 0
     assert {r["model_version"] for r in
             _jsonl_rows(_partition(tmp_path).glob("part-*.jsonl"))} == {"3"}
