@@ -5,8 +5,7 @@ staging table; the commit replaces the run's table with one copy job (WRITE_TRUN
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 from google.cloud import bigquery
@@ -16,15 +15,6 @@ from tests.emulators import bigquery as emulators
 
 DATE = "2024-05-01"
 pytestmark = pytest.mark.emulators
-
-
-@pytest.fixture
-def dataset(bigquery_beam: emulators.LocalBigQuery) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    client = bigquery_beam.client()
-    client.create_dataset(name)
-    yield name
-    client.delete_dataset(name, delete_contents=True, not_found_ok=True)
 
 
 def _create(emulator: emulators.LocalBigQuery, dataset: str, name: str,

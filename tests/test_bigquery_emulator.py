@@ -7,8 +7,7 @@ own dataset. What the jobs wrote is read back from the emulator with google-clou
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import apache_beam as beam
 import pytest
@@ -29,15 +28,6 @@ BUNDLED = [("first_question", 105.0), ("second_question", 108.0),
 @pytest.fixture(scope="module")
 def five_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     return models.build_multiplier_model(str(tmp_path_factory.mktemp("bq") / "five"), 5.0)
-
-
-@pytest.fixture
-def dataset(bigquery_beam: emulators.LocalBigQuery) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    client = bigquery_beam.client()
-    client.create_dataset(name)
-    yield name
-    client.delete_dataset(name, delete_contents=True, not_found_ok=True)
 
 
 def _create(emulator: emulators.LocalBigQuery, dataset: str, name: str, schema: str,

@@ -50,6 +50,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -450,3 +451,13 @@ def _run_keyed(emulator: LocalBigQuery, questions: str, job_args: list[str],
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+@pytest.fixture
+def dataset(bigquery_beam: LocalBigQuery) -> Iterator[str]:
+    """A fresh dataset on the emulator for one test (Beam pointed at it), dropped after."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    client = bigquery_beam.client()
+    client.create_dataset(name)
+    yield name
+    client.delete_dataset(name, delete_contents=True, not_found_ok=True)
