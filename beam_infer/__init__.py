@@ -11,7 +11,14 @@ Example:
 
 from __future__ import annotations
 
-from beam_infer._config import BatchConfig, ModelCache, ModelSpec, Output, RetryConfig
+from beam_infer._config import (
+    BatchConfig,
+    ModelCache,
+    ModelSpec,
+    Output,
+    RetryConfig,
+    VersionPolicy,
+)
 from beam_infer._dead_letters import DeadLetter, InferenceResults, Stage
 from beam_infer._errors import (
     BeamInferError,
@@ -25,8 +32,9 @@ from beam_infer._errors import (
     TagsError,
     UnknownArgumentError,
 )
-from beam_infer._handler import METRICS_NAMESPACE, SavedModelHandler
+from beam_infer._handler import SavedModelHandler
 from beam_infer._local_runner import patch_local_runner_metrics
+from beam_infer._metrics import NAMESPACE as METRICS_NAMESPACE
 from beam_infer._reading import ReadTFRecordBatches
 from beam_infer._rows import PredictionLogToRows, prediction_log_to_row
 from beam_infer._signatures import Feed, Operation
@@ -42,8 +50,7 @@ from beam_infer._transform import (
     RunInferenceWithDeadLetters,
 )
 from beam_infer._version import __version__ as __version__
-from beam_infer._versions import VersionPolicy
-from beam_infer._warmup import write_warmup_requests
+from beam_infer.saved_model._warmup import write_warmup_requests
 
 __all__ = [
     "METRICS_NAMESPACE",

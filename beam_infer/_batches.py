@@ -16,10 +16,10 @@ one-string-input predict signature), a ``dict`` of such arrays keyed by input al
 model loads become the same metrics); only the grouping of outputs differs. A stacked
 batch skips the per-element ``encode`` and is checked and cast as a whole.
 
-The model call is retried as ``RetryConfig`` says, by ``IsolatingHandler``'s retry loop.
-There is no isolation and no dead-letter output: a batch that cannot be scored stops the
-pipeline with ``InferenceError`` naming its key, the stage and why, as ``RunInference``
-does for an element without ``with_dead_letters()``.
+The model call is retried as ``RetryConfig`` says, by ``_retries.ModelCaller``, as in
+per-element scoring. There is no isolation and no dead-letter output: a batch that
+cannot be scored stops the pipeline with ``InferenceError`` naming its key, the stage
+and why, as ``RunInference`` does for an element without ``with_dead_letters()``.
 
 The ``AsBatch`` step wraps each batch in a ``Batch`` whose ``len`` is its element count,
 so Beam's ``num_inferences`` and batch-size metrics count elements, not batches.
@@ -33,16 +33,16 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from apache_beam.ml.inference import base
 
-from beam_infer import _encoding, _prediction_log, _tensors
-from beam_infer._config import Output
+from beam_infer import _encoding, _retries, _tensors
 from beam_infer._dead_letters import Stage
 from beam_infer._errors import InferenceError, InputError
-from beam_infer._handler import ModelResults, SavedModelHandler, lean_outputs
-from beam_infer._isolation import TRANSIENT_ERRORS, IsolatingHandler, tf_message
-from beam_infer._messages import bounded, detail
+from beam_infer._forwarding import ForwardingHandler
+from beam_infer._handler import InferenceHandler
+from beam_infer._messages import bounded, detail, tf_message, type_name
+from beam_infer._retries import CallFailure, ModelCaller
 from beam_infer._signatures import Feed, Operation
+from beam_infer._stages import EncodedBatch
 
 _KINDS = ("a list of elements (e.g. from beam.BatchElements()), a numpy array or "
           "tf.Tensor stacked along axis 0 (one-input signatures), a dict of such arrays "
@@ -93,7 +93,7 @@ def _size(value: Any, signature_name: str) -> int:
     if isinstance(value, np.ndarray | tf.Tensor):
         if len(value.shape) == 0:
             raise InputError(
-                f"on_batches() got a 0-d {_type_name(value)} for signature "
+                f"on_batches() got a 0-d {type_name(value)} for signature "
                 f"{signature_name!r}; a batch array has the elements along axis 0. Stack "
                 "the elements (np.stack) or pass a list of them."
             )
@@ -112,28 +112,34 @@ def _size(value: Any, signature_name: str) -> int:
     hint = (" That is a single element: use bi.RunInference(spec) for single elements, "
             "or batch them first with beam.BatchElements().") if single else ""
     raise InputError(
-        f"on_batches() takes batches, but got {_type_name(value)} for signature "
+        f"on_batches() takes batches, but got {type_name(value)} for signature "
         f"{signature_name!r}. A batch is {_KINDS}.{hint}"
     )
 
 
-def encode(inner: SavedModelHandler, batch: Batch, *, lean: bool) -> Any:
-    """What ``inner.call_model`` takes: ``inner.encode`` of a list, or the stacked batch.
+def encode(handler: InferenceHandler, batch: Batch) -> EncodedBatch:
+    """What ``handler.call_model`` takes: ``handler.encode`` of a list, or the stacked batch.
 
     Raises:
         InputError: the batch is of a kind, dtype or shape the signature cannot take.
     """
     value = batch.value
-    plan = inner.plan
-    signature = plan.signatures[0]
-    strict = inner.spec.strict_input_casts
     if isinstance(value, list):
-        return inner.encode(value)
+        return handler.encoded(handler.encode(value))
+    stacked = _stacked(handler, value)
+    feed = Feed.TENSORS if isinstance(stacked, _tensors.TensorBatch) else Feed.EXAMPLES
+    return EncodedBatch.of_stacked(feed, stacked, batch.size)
+
+
+def _stacked(handler: InferenceHandler, value: Any) -> Any:
+    plan = handler.plan
+    signature = plan.signatures[0]
+    strict = handler.backend.strict_input_casts
     if plan.feed is Feed.EXAMPLES and isinstance(value, tf.Tensor) and value.shape.rank == 1 \
             and value.dtype == tf.string:
         # A string tensor (e.g. a tf.data batch) goes to the model as it is; only
-        # PredictionLogs, which echo each example, need its bytes in Python.
-        return value if lean else value.numpy()
+        # PredictionLogs, which echo each example, read its bytes into Python.
+        return value
     # A one-string-input predict signature also takes raw strings, as elements do.
     raw_text = plan.operation is Operation.PREDICT and len(signature.inputs) == 1
     if plan.feed is Feed.EXAMPLES and isinstance(value, np.ndarray) and value.ndim == 1:
@@ -154,7 +160,7 @@ def encode(inner: SavedModelHandler, batch: Batch, *, lean: bool) -> Any:
             raise InputError(
                 f"signature {signature.name!r} takes serialized examples; a numpy batch "
                 "for it must hold bytes, but an item is "
-                f"{_type_name(next(v for v in value if not isinstance(v, bytes)))}. "
+                f"{type_name(next(v for v in value if not isinstance(v, bytes)))}. "
                 "Serialize each example (SerializeToString()) first."
             )
     if isinstance(value, Mapping):
@@ -167,54 +173,54 @@ def encode(inner: SavedModelHandler, batch: Batch, *, lean: bool) -> Any:
         raise InputError(
             f"signature {signature.name!r} takes {len(signature.inputs)} inputs ({aliases}), "
             f"so a stacked batch must be a dict of arrays keyed by those aliases; got "
-            f"{_type_name(value)}."
+            f"{type_name(value)}."
         )
     raise InputError(
         f"signature {signature.name!r} takes serialized examples; a batch for it is a "
         "list of tf.train.Example/bytes or a 1-D numpy array or tf.Tensor of bytes, but got "
-        f"{_type_name(value)}{_shape_text(value)}. Parse the data inside the model, or "
+        f"{type_name(value)}{_shape_text(value)}. Parse the data inside the model, or "
         "pick a tensor-input signature with ModelSpec(signature_names=...)."
     )
 
 
-class BatchesHandler(base.ModelHandler[Batch, Any, Any]):
-    """Scores one ``Batch`` per call with ``SavedModelHandler``'s stages.
+class BatchesHandler(ForwardingHandler):
+    """Scores one ``Batch`` per call with the handler's stages.
 
-    Wraps the ``IsolatingHandler`` that ``RunInference`` uses, for its retry loop and
-    everything it forwards to the ``SavedModelHandler``; nothing is isolated. Beam's
-    ``RunInference`` skips its own batching for it (``should_skip_batching``) and emits
-    what ``run_inference`` returns: one output per batch.
+    Wraps the ``InferenceHandler`` directly, with the ``ModelCaller`` per-element scoring
+    uses for timeouts and retries; nothing is isolated. Beam's ``RunInference`` skips its
+    own batching for it (``should_skip_batching``) and emits what ``run_inference``
+    returns: one output per batch.
 
     Example:
-        >>> handler = BatchesHandler(IsolatingHandler(SavedModelHandler(spec), keyed=False,
-        ...     retry=RetryConfig(), validator=None, dead_letters=False))
-        >>> (logs,) = handler.run_inference(as_batch(examples, "serving_default"), model)
+        >>> handler = BatchesHandler(inner, ModelCaller(inner, RetryConfig()))
+        >>> (logs,) = handler.run_inference([as_batch(examples, "serving_default")], model)
     """
 
-    def __init__(self, calls: IsolatingHandler):
-        super().__init__()
-        self._calls = calls
+    def __init__(self, inner: InferenceHandler, caller: ModelCaller):
+        super().__init__(inner)
+        self._caller = caller
 
     def run_inference(self, batch: Batch, model: Any,
                       inference_args: Mapping[str, Any] | None = None) -> Iterable[Any]:
-        inner = self._calls.inner
-        lean = inner.output is Output.RESULT
+        inner: InferenceHandler = self._inner
+        output = inner.output_format
         if batch.size == 0:
-            answer: Any = base.PredictionResult(batch.value, {}) if lean else []
+            answer: Any = output.empty_batch(batch.value)
         else:
             try:
-                encoded = encode(inner, batch, lean=lean)
+                encoded = encode(inner, batch)
             except Exception as e:
                 raise _stopped(batch.value, batch.key, batch.size, Stage.DECODE, e) from e
-            outcome = self._calls.call_with_retries(encoded, model)
-            if not isinstance(outcome, ModelResults):
+            outcome = self._caller.call(encoded, model)
+            if isinstance(outcome, CallFailure):
                 # An InputError comes from stacking the elements, before the model ran.
                 stage = Stage.DECODE if isinstance(outcome.error, InputError) \
                     else Stage.INFERENCE
                 raise _stopped(batch.value, batch.key, batch.size, stage, outcome.error,
-                               _call_reason(outcome, inner, batch.size)) from outcome.error
+                               _retries.reason(outcome, inner.where, size=batch.size,
+                                               batch=True)) from outcome.error
             try:
-                answer = _outputs(inner, batch, encoded, outcome, lean=lean)
+                answer = output.per_batch(inner.plan, batch.value, encoded, outcome)
             except Exception as e:
                 raise _stopped(batch.value, batch.key, batch.size, Stage.POSTPROCESS,
                                e) from e
@@ -223,68 +229,22 @@ class BatchesHandler(base.ModelHandler[Batch, Any, Any]):
     def get_num_bytes(self, batch: Batch) -> int:
         value = batch.value
         if isinstance(value, list):
-            return self._calls.inner.get_num_bytes(value) if value else 0
+            return self._inner.get_num_bytes(value) if value else 0
         if isinstance(value, Mapping):
             return _tensors.num_bytes(list(value.values()))
         if isinstance(value, np.ndarray) and value.dtype == object:
             return sum(len(v) for v in value)
         return _tensors.num_bytes([value])
 
-    def load_model(self) -> Any:
-        return self._calls.load_model()
-
-    def get_metrics_namespace(self) -> str:
-        return self._calls.get_metrics_namespace()
-
-    def get_resource_hints(self) -> dict:
-        return self._calls.get_resource_hints()
-
     def should_skip_batching(self) -> bool:
         return True
-
-    def share_model_across_processes(self) -> bool:
-        return self._calls.share_model_across_processes()
-
-    def model_copies(self) -> int:
-        return self._calls.model_copies()
-
-    def update_model_path(self, model_path: str | None = None) -> None:
-        self._calls.update_model_path(model_path)
-
-    def __repr__(self) -> str:
-        return f"BatchesHandler({self._calls.inner!r})"
-
-
-def _outputs(inner: SavedModelHandler, batch: Batch, encoded: Any, results: ModelResults, *,
-             lean: bool) -> Any:
-    """The batch's logs in order, or (lean) one ``PredictionResult`` of the whole batch."""
-    if not lean:
-        return inner.build_outputs(batch, encoded, results)
-    outputs = lean_outputs(results)
-    _prediction_log.check_batch_outputs(outputs, batch.size, inner.plan.signatures[0].name)
-    return base.PredictionResult(batch.value, outputs)
-
-
-def _call_reason(failed: Any, inner: SavedModelHandler, size: int) -> str:
-    error = failed.error
-    if isinstance(error, InputError):
-        return str(error)
-    names = ", ".join(s.name for s in inner.plan.signatures)
-    where = f"signature {names!r} of {inner.spec.model_path}"
-    text = tf_message(error)
-    if isinstance(error, TRANSIENT_ERRORS):
-        return (f"{where} failed transiently on this batch of {size} element(s), "
-                f"{failed.attempts} time(s) in a row; last error: {text}. The model or "
-                "machine was overloaded: run the batch again, or allow more attempts with "
-                "RunInference(spec, retry=bi.RetryConfig(max_attempts=...)).")
-    return f"{where} failed on this batch: {text}"
 
 
 def _stopped(value: Any, key: Any, size: int | None, stage: Stage, error: BaseException,
              reason: str | None = None) -> InferenceError:
     """The error that stops the pipeline for a batch, in ``DeadLetter.describe``'s words."""
     who = f"batch with key {detail(repr(key))}" if key is not None else "batch"
-    what = _type_name(value) if size is None else f"{_type_name(value)} of {size} element(s)"
+    what = type_name(value) if size is None else f"{type_name(value)} of {size} element(s)"
     reason = bounded((reason if reason is not None else tf_message(error)).rstrip(), 1000)
     return InferenceError(bounded(
         f"{who} ({what}) failed at stage {stage.value}: {type(error).__name__}: "
@@ -292,12 +252,6 @@ def _stopped(value: Any, key: Any, size: int | None, stage: Stage, error: BaseEx
         "output: to set failing elements aside and score the rest, score them one by one "
         "with RunInference(spec).with_dead_letters()."
     ))
-
-
-def _type_name(value: Any) -> str:
-    kind = type(value)
-    return f"{kind.__module__}.{kind.__qualname__}" if kind.__module__ != "builtins" \
-        else kind.__qualname__
 
 
 def _shape_text(value: Any) -> str:

@@ -28,15 +28,10 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from beam_infer._config import ModelSpec
 from beam_infer._errors import BeamInferError, ConfigurationError
 from beam_infer._quiet import quiet_startup
-from beam_infer._signatures import (
-    Signature,
-    TensorInfo,
-    plan_signatures,
-    read_saved_model,
-    signatures_of,
-)
-from beam_infer._warmup import MAX_RECORDS as MAX_WARMUP_RECORDS
-from beam_infer._warmup import write_warmup_requests
+from beam_infer._signatures import Signature, TensorInfo, signatures_of
+from beam_infer.saved_model._files import plan_signatures, read_saved_model
+from beam_infer.saved_model._warmup import MAX_RECORDS as MAX_WARMUP_RECORDS
+from beam_infer.saved_model._warmup import write_warmup_requests
 
 PROG = "beam-infer"
 VERBOSE_FLAG = "--verbose"
@@ -121,7 +116,7 @@ def describe_model(model_path: str) -> dict[str, Any]:
         "meta_graphs": [
             {"tags": list(meta_graph.meta_info_def.tags),
              "signatures": [_describe_signature(model_path, meta_graph, signature)
-                            for signature in signatures_of(meta_graph).values()]}
+                            for signature in signatures_of(meta_graph.signature_def).values()]}
             for meta_graph in saved_model.meta_graphs
         ],
     }

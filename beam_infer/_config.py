@@ -1,21 +1,111 @@
-"""Explicit, frozen configuration: what model to serve and how to batch for it."""
+"""Explicit, frozen configuration, checked when built: the model to serve (``ModelSpec``
+with its ``VersionPolicy`` and ``ModelCache``), batching, retries and the output format."""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tfx_bsl.public.proto import model_spec_pb2
 
 from beam_infer._errors import ConfigurationError
 from beam_infer._keywords import checked_keywords
-from beam_infer._versions import VersionPolicy
+
+
+def _whole(value: Any, *, at_least: int) -> bool:
+    """An ``int`` (not a ``bool``) of at least ``at_least``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= at_least
+
+
+def _number(value: Any, *, at_least: float | None = None, above: float | None = None) -> bool:
+    """An ``int`` or ``float`` (not a ``bool``) of at least ``at_least`` / above ``above``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return (at_least is None or value >= at_least) and (above is None or value > above)
+
 
 DEFAULT_SIGNATURE = "serving_default"
 DEFAULT_TAGS = ("serve",)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VersionPolicy:
+    """Which versions of a base path may serve; TF Serving's ``ServableVersionPolicy``.
+
+    TF Serving can serve several versions at once because each request names one. A
+    RunInference step scores each element once, so beam_infer serves the *newest*
+    version the policy allows that loads, and falls back to older allowed versions only
+    when newer ones fail to load.
+
+    Build one with ``VersionPolicy.latest(n)``, ``VersionPolicy.all()`` or
+    ``VersionPolicy.specific(*versions)``.
+
+    Example:
+        >>> spec = ModelSpec(model_path="gs://b/models/five",
+        ...                  version_policy=VersionPolicy.specific(3, 4))
+    """
+
+    kind: str = "latest"
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("latest", "all", "specific"):
+            raise ConfigurationError(
+                f"VersionPolicy.kind must be 'latest', 'all' or 'specific'; got {self.kind!r}. "
+                "Build policies with VersionPolicy.latest(n), .all() or .specific(*versions)."
+            )
+        if not _whole(self.num_versions, at_least=1):
+            raise ConfigurationError(
+                f"VersionPolicy.latest needs a positive number of versions; got "
+                f"{self.num_versions!r}. Example: VersionPolicy.latest(2)."
+            )
+        versions = tuple(self.versions)
+        if not all(_whole(v, at_least=0) for v in versions):
+            raise ConfigurationError(
+                f"VersionPolicy.specific takes version numbers (integers >= 0); got "
+                f"{versions!r}. Example: VersionPolicy.specific(1, 2)."
+            )
+        if self.kind == "specific" and not versions:
+            raise ConfigurationError(
+                "VersionPolicy.specific needs at least one version number; got none. "
+                "Example: VersionPolicy.specific(3)."
+            )
+        object.__setattr__(self, "versions", tuple(sorted(set(versions))))
+
+    @classmethod
+    def latest(cls, num_versions: int = 1) -> VersionPolicy:
+        """The newest ``num_versions`` complete versions (TF Serving's default, 1)."""
+        return cls(kind="latest", num_versions=num_versions)
+
+    @classmethod
+    def all(cls) -> VersionPolicy:
+        """Every complete version; the newest serves."""
+        return cls(kind="all")
+
+    @classmethod
+    def specific(cls, *versions: int) -> VersionPolicy:
+        """Only the listed versions; the newest of them present serves."""
+        return cls(kind="specific", versions=tuple(versions))
+
+    def allowed(self, complete: Iterable[int]) -> list[int]:
+        """The versions this policy allows among ``complete``, newest first."""
+        newest_first = sorted(set(complete), reverse=True)
+        if self.kind == "latest":
+            return newest_first[: self.num_versions]
+        if self.kind == "specific":
+            return [v for v in newest_first if v in self.versions]
+        return newest_first
+
+    def describe(self) -> str:
+        if self.kind == "latest":
+            return f"latest({self.num_versions})"
+        if self.kind == "specific":
+            return f"specific({', '.join(map(str, self.versions))})"
+        return "all()"
 
 
 class Output(enum.Enum):
@@ -34,12 +124,16 @@ class Output(enum.Enum):
 @checked_keywords
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BatchConfig:
-    """How elements are grouped into model calls; maps 1:1 onto ``beam.BatchElements``.
+    """How elements are grouped into model calls: six of ``beam.BatchElements``' parameters.
 
-    Unset fields keep Beam's defaults. Size bounds apply in batch and streaming; with
-    ``max_batch_duration_secs`` set, Beam buffers elements across bundles (a keyed,
-    stateful path) and flushes a batch at the latest after that many seconds, so a
-    streaming pipeline gets full batches under load and bounded latency when thin.
+    Each field is the ``BatchElements`` parameter of the same name; unset fields keep
+    Beam's defaults. The others (element weights, length buckets, clocks) are not
+    offered: they would change what a batch is for the model.
+
+    Size bounds apply in batch and streaming; with ``max_batch_duration_secs`` set, Beam
+    buffers elements across bundles (a keyed, stateful path) and flushes a batch at the
+    latest after that many seconds, so a streaming pipeline gets full batches under load
+    and bounded latency when thin.
 
     Example:
         >>> BatchConfig(min_batch_size=8, max_batch_size=256, max_batch_duration_secs=0.05)
@@ -55,8 +149,7 @@ class BatchConfig:
     def __post_init__(self) -> None:
         for name in ("min_batch_size", "max_batch_size"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
+            if value is not None and not _whole(value, at_least=1):
                 raise ConfigurationError(
                     f"BatchConfig.{name} must be a positive integer; got {value!r}. "
                     f"Pass a whole number of elements such as {name}=64, or leave it unset."
@@ -126,8 +219,7 @@ class ModelCache:
                 f"ModelCache.directory must be an absolute local path; got "
                 f"{self.directory!r}. Example: ModelCache(directory='/mnt/disks/models')."
             )
-        if isinstance(self.max_bytes, bool) or not isinstance(self.max_bytes, int) \
-                or self.max_bytes < 1:
+        if not _whole(self.max_bytes, at_least=1):
             raise ConfigurationError(
                 f"ModelCache.max_bytes must be a positive number of bytes; got "
                 f"{self.max_bytes!r}. Example: ModelCache(max_bytes=20 * 2**30)."
@@ -225,8 +317,7 @@ class ModelSpec:
                 f"ModelSpec.batching must be a BatchConfig; got {type(self.batching).__name__}."
             )
         if self.model_copies is not None:
-            if isinstance(self.model_copies, bool) or not isinstance(self.model_copies, int) \
-                    or self.model_copies < 1:
+            if not _whole(self.model_copies, at_least=1):
                 raise ConfigurationError(
                     f"ModelSpec.model_copies must be a positive integer; got {self.model_copies!r}."
                 )
@@ -249,8 +340,7 @@ class ModelSpec:
                 "version_policy=VersionPolicy.latest(2)."
             )
         value = self.poll_interval_secs
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                                  or not value > 0):
+        if value is not None and not _number(value, above=0):
             raise ConfigurationError(
                 "ModelSpec.poll_interval_secs must be a positive number of seconds; got "
                 f"{value!r}. TF Serving polls every 1 s; 5 to 60 s suits a bucket."
@@ -350,27 +440,23 @@ class RetryConfig:
     call_timeout_secs: float | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) \
-                or self.max_attempts < 1:
+        if not _whole(self.max_attempts, at_least=1):
             raise ConfigurationError(
                 f"RetryConfig.max_attempts must be a positive integer; got "
                 f"{self.max_attempts!r}. Use max_attempts=1 to turn retries off."
             )
         for name in ("initial_backoff_secs", "max_backoff_secs"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            if not _number(value, at_least=0):
                 raise ConfigurationError(
                     f"RetryConfig.{name} must be a number of seconds >= 0; got {value!r}."
                 )
-        if isinstance(self.backoff_multiplier, bool) \
-                or not isinstance(self.backoff_multiplier, int | float) \
-                or self.backoff_multiplier < 1:
+        if not _number(self.backoff_multiplier, at_least=1):
             raise ConfigurationError(
                 f"RetryConfig.backoff_multiplier must be >= 1; got {self.backoff_multiplier!r}."
             )
         timeout = self.call_timeout_secs
-        if timeout is not None and (isinstance(timeout, bool)
-                                    or not isinstance(timeout, int | float) or timeout <= 0):
+        if timeout is not None and not _number(timeout, above=0):
             raise ConfigurationError(
                 f"RetryConfig.call_timeout_secs must be a positive number of seconds or None; "
                 f"got {timeout!r}."

@@ -12,13 +12,13 @@ import enum
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
-from beam_infer._encoding import ExampleLike, _preview
+from beam_infer import _metrics
+from beam_infer._encoding import ExampleLike
 from beam_infer._errors import InferenceError
-from beam_infer._messages import MAX_MESSAGE_CHARS, bounded, detail
+from beam_infer._keys import Keys
+from beam_infer._messages import MAX_MESSAGE_CHARS, bounded, detail, preview
 
-METRICS_NAMESPACE = "beam_infer"
 DEAD_LETTERS_TAG = "dead_letters"
 
 
@@ -87,10 +87,6 @@ class InferenceResults(NamedTuple):
     failed: beam.PCollection
 
 
-def count_failure(stage: Stage) -> None:
-    Metrics.counter(METRICS_NAMESPACE, f"failed_elements_{stage.value}").inc()
-
-
 def raise_for(letter: DeadLetter) -> None:
     """Stops the pipeline for an element that failed when no dead-letter output exists."""
     advice = (" To route such elements to a second output instead of stopping, use "
@@ -98,33 +94,24 @@ def raise_for(letter: DeadLetter) -> None:
     raise InferenceError(bounded(letter.describe(), MAX_MESSAGE_CHARS - len(advice)) + advice)
 
 
-def split_key(element: Any, keyed: bool | None) -> tuple[bool, Any, Any]:
-    """``(is_pair, key, value)``; ``keyed`` None decides per element (a 2-tuple is keyed)."""
-    if keyed is False:
-        return True, None, element
-    if isinstance(element, tuple) and len(element) == 2:
-        return True, element[0], element[1]
-    return keyed is None, None, element
-
-
 def not_a_pair(element: Any) -> DeadLetter:
     return DeadLetter(
         element=element, key=None, stage=Stage.DECODE, error_type="InputError",
         message=(f"expected a (key, example) pair because the input PCollection is declared "
-                 f"keyed, but got {type(element).__name__}: {_preview(element)}. Emit "
+                 f"keyed, but got {type(element).__name__}: {preview(element)}. Emit "
                  "(key, example) tuples, or declare the input unkeyed."))
 
 
 class ValidateFn(beam.DoFn):
     """Passes valid elements on and turns the others into dead letters."""
 
-    def __init__(self, validator: Any, keyed: bool | None, *, keyed_batches: bool = False):
+    def __init__(self, validator: Any, keys: Keys, *, keyed_batches: bool = False):
         self._validator = validator
-        self._keyed = keyed
+        self._keys = keys
         self._keyed_batches = keyed_batches  # (key, [examples]) checks each example
 
     def process(self, element: Any):
-        is_pair, key, value = split_key(element, self._keyed)
+        is_pair, key, value = self._keys.split(element)
         letter = None
         if not is_pair:
             letter = not_a_pair(element)
@@ -140,7 +127,7 @@ class ValidateFn(beam.DoFn):
         if letter is None:
             yield element
         else:
-            count_failure(letter.stage)
+            _metrics.count_failure(letter.stage.value)
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS_TAG, letter)
 
 

@@ -1,4 +1,7 @@
-"""Turning elements into the batch tensor a string-input signature is fed."""
+"""Serialized examples: what a string-input signature is fed, from each element.
+
+``serialize_examples`` gives the bytes of each element (``call_model`` stacks them into
+one string tensor); ``wrong_type_message`` is the refusal the validator reuses."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from beam_infer._errors import InputError
+from beam_infer._messages import preview, type_name
 
 ExampleLike = tf.train.Example | tf.train.SequenceExample | bytes
 
@@ -37,7 +41,7 @@ def serialize_examples(
         ):
             serialized.append(element.SerializeToString())
         else:
-            raise InputError(_wrong_type_message(element, signature_name,
+            raise InputError(wrong_type_message(element, signature_name,
                                                  accepts_sequence_examples))
     return serialized
 
@@ -49,9 +53,17 @@ def num_bytes(batch: Sequence[ExampleLike]) -> int:
     return sum(len(e) if isinstance(e, bytes) else e.ByteSize() for e in batch)
 
 
-def _wrong_type_message(element: object, signature_name: str, sequence_ok: bool) -> str:
+def wrong_type_message(element: object, signature_name: str, sequence_ok: bool, *,
+                       predicts: bool = False) -> str:
+    """Why ``element`` is not an example ``signature_name`` takes, and what to pass.
+
+    ``predicts``: the signature is a predict signature that parses ``tf.train.Example``
+    (so it refuses SequenceExamples for that reason, not as classify and regress do).
+    """
+    why = "the signature parses tf.train.Example" if predicts \
+        else "classify and regress take no SequenceExample"
     accepted = "tf.train.Example, tf.train.SequenceExample or bytes" if sequence_ok \
-        else "tf.train.Example or bytes (classify and regress take no SequenceExample)"
+        else f"tf.train.Example or bytes ({why})"
     hint = ""
     if isinstance(element, tuple) and len(element) == 2:
         hint = (" It looks like a (key, value) pair: RunInference passes keys through when "
@@ -61,11 +73,6 @@ def _wrong_type_message(element: object, signature_name: str, sequence_ok: bool)
         hint = " Encode text as bytes, or wrap it in a tf.train.Example feature."
     return (
         f"signature {signature_name!r} takes serialized examples, but got an element of "
-        f"type {type(element).__module__}.{type(element).__qualname__}: "
-        f"{_preview(element)}. Pass {accepted}.{hint}"
+        f"type {type_name(element)}: "
+        f"{preview(element)}. Pass {accepted}.{hint}"
     )
-
-
-def _preview(element: object, limit: int = 80) -> str:
-    text = repr(element)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -19,12 +19,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from apache_beam.ml.inference import base
 from apache_beam.typehints import typehints
 
 from beam_infer._dead_letters import DeadLetter
 from beam_infer._encoding import ExampleLike
-from beam_infer._isolation import IsolatingHandler
+from beam_infer._forwarding import ForwardingHandler
+from beam_infer._keys import Keys
 
 
 def is_keyed_batch(element: Any) -> bool:
@@ -39,33 +39,29 @@ def is_list_type(value_type: Any) -> bool:
     return inner is not None and value_type == typehints.List[inner]
 
 
-def may_hold_keyed_batches(element_type: Any, keyed: bool | None) -> bool:
+def may_hold_keyed_batches(element_type: Any, keys: Keys) -> bool:
     """Whether a PCollection of ``element_type`` may hold keyed batches (undeclared: yes)."""
-    if keyed is False:
+    if keys is Keys.NONE:
         return False
     tuple_types = getattr(element_type, "tuple_types", None)
-    if keyed and tuple_types is not None:
+    if keys is Keys.ALL and tuple_types is not None:
         value_type = tuple_types[1]
         return value_type in (Any, typehints.Any) or is_list_type(value_type) or \
             isinstance(value_type, typehints.UnionConstraint)
     return True
 
 
-class KeyedBatchesHandler(base.ModelHandler):
+class KeyedBatchesHandler(ForwardingHandler):
     """Flattens keyed batches into the Beam batch, and nests their outputs back.
 
     Args:
-        inner: The handler that scores the flattened batch.
+        inner: The handler that scores the flattened batch (an ``IsolatingHandler``).
 
     Example:
         >>> handler = KeyedBatchesHandler(isolating)
         >>> handler.run_inference([("k", [example, example])], model)
         [('k', [PredictionLog, PredictionLog])]
     """
-
-    def __init__(self, inner: IsolatingHandler):
-        super().__init__()
-        self._inner = inner
 
     def run_inference(self, batch: Sequence[Any], model: Any,
                       inference_args: Mapping[str, Any] | None = None) -> list[Any]:
@@ -78,35 +74,6 @@ class KeyedBatchesHandler(base.ModelHandler):
     def get_num_bytes(self, batch: Sequence[Any]) -> int:
         flat, _ = _flatten(batch)
         return self._inner.get_num_bytes(flat)
-
-    # --- everything else is the inner handler's -----------------------------------------
-
-    def load_model(self) -> Any:
-        return self._inner.load_model()
-
-    def get_metrics_namespace(self) -> str:
-        return self._inner.get_metrics_namespace()
-
-    def get_resource_hints(self) -> dict:
-        return self._inner.get_resource_hints()
-
-    def batch_elements_kwargs(self) -> Mapping[str, Any]:
-        return self._inner.batch_elements_kwargs()
-
-    def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:
-        self._inner.validate_inference_args(inference_args)
-
-    def update_model_path(self, model_path: str | None = None) -> None:
-        self._inner.update_model_path(model_path=model_path)
-
-    def share_model_across_processes(self) -> bool:
-        return self._inner.share_model_across_processes()
-
-    def model_copies(self) -> int:
-        return self._inner.model_copies()
-
-    def __repr__(self) -> str:
-        return f"KeyedBatchesHandler({self._inner!r})"
 
 
 def _flatten(batch: Sequence[Any]) -> tuple[list[Any], list[int | None] | None]:

@@ -47,3 +47,43 @@ def first_line(error: BaseException) -> str:
     """The first line of an error's text, bounded; its type name if it has no text."""
     text = str(error).strip()
     return detail(text.splitlines()[0]) if text else type(error).__name__
+
+
+def type_name(value: object) -> str:
+    """``module.Qualname`` of ``value``'s type; builtins by their plain name."""
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" \
+        else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def path_gone(path: str) -> str:
+    """Why a model that existed when the pipeline was built cannot be loaded now."""
+    return (f"model path {path!r} no longer exists on this worker; it held a SavedModel "
+            "when the pipeline was built. Restore it, or point ModelSpec(model_path=...) at "
+            "a path that stays in place while the job runs.")
+
+
+def tf_message(error: BaseException) -> str:
+    """The useful lines of a TensorFlow error, bounded: no stack-trace banner, no node names.
+
+    TensorFlow's text may quote whole tensors, so it is cut to ``MAX_DETAIL_CHARS``.
+    """
+    import tensorflow as tf  # the library has it loaded; kept out of this light module's import
+
+    text = error.message if isinstance(error, tf.errors.OpError) else str(error)
+    kept = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("Graph execution error", "Detected at node",
+                                                "<stack traces unavailable>", "[[", "[Op:")):
+            continue
+        if stripped.startswith("{{function_node"):
+            stripped = stripped.split("}}", 1)[-1].strip()
+        kept.append(stripped)
+    return detail(" ".join(kept)) or type(error).__name__
+
+
+def preview(element: object, limit: int = 80) -> str:
+    """The start of ``repr(element)`` for a message (the element itself is kept elsewhere)."""
+    text = repr(element)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

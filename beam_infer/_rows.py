@@ -28,6 +28,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from beam_infer._errors import InputError
+from beam_infer._messages import type_name
 
 PredictionLog = prediction_log_pb2.PredictionLog
 Row = dict[str, Any]
@@ -57,7 +58,7 @@ def prediction_log_to_row(log: PredictionLog, *, key: Any = None,
     if not isinstance(log, PredictionLog):
         raise InputError(
             f"PredictionLogToRows takes PredictionLog or (key, PredictionLog) elements; got "
-            f"{type(log).__module__}.{type(log).__qualname__}. Apply it right after "
+            f"{type_name(log)}. Apply it right after "
             "beam_infer.RunInference."
         )
     kind = log.WhichOneof("log_type")

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from beam_infer._errors import InputError
+from beam_infer._messages import type_name
 from beam_infer._signatures import Signature, TensorInfo
 
 _PAD_HINT = ("Set ModelSpec(pad_variable_length_inputs=True) to pad each batch to its "
@@ -80,7 +81,7 @@ def batch_tensors(batch: Sequence[Any], signature: Signature, *, pad: bool,
     else:
         columns = {info.alias: [] for info in inputs}
         for element in batch:
-            _check_keys(element, signature)
+            check_keys(element, signature)
             for alias, column in columns.items():
                 column.append(element[alias])
     feeds, rows = {}, {}
@@ -100,10 +101,10 @@ def stacked_tensors(batch: Mapping[str, Any], signature: Signature, *,
         InputError: a key is missing or unknown, a dtype cannot be cast losslessly, or an
             array's shape is not the signature's.
     """
-    _check_keys(batch, signature)
+    check_keys(batch, signature)
     feeds = {}
     for info in signature.inputs:
-        array = _as_array(batch[info.alias], info, signature, strict=strict)
+        array = as_array(batch[info.alias], info, signature, strict=strict)
         expected = info.shape
         if expected is not None and (array.ndim != len(expected)
                                      or not _fits(expected[1:], array.shape[1:])):
@@ -119,18 +120,18 @@ def stacked_tensors(batch: Mapping[str, Any], signature: Signature, *,
 
 def _single(element: Any, alias: str, signature: Signature) -> Any:
     if isinstance(element, Mapping):
-        _check_keys(element, signature)
+        check_keys(element, signature)
         return element[alias]
     return element
 
 
-def _check_keys(element: Any, signature: Signature) -> None:
+def check_keys(element: Any, signature: Signature) -> None:
     expected = [info.alias for info in signature.inputs]
     if not isinstance(element, Mapping):
         raise InputError(
             f"signature {signature.name!r} takes {len(expected)} inputs "
             f"({', '.join(expected)}), so each element must be a dict keyed by those "
-            f"aliases; got {type(element).__module__}.{type(element).__qualname__}."
+            f"aliases; got {type_name(element)}."
         )
     if element.keys() != set(expected):
         missing = sorted(set(expected) - element.keys())
@@ -151,12 +152,12 @@ def _stack(values: list[Any], info: TensorInfo, signature: Signature, pad: bool,
             and all(type(v) is np.ndarray and v.shape == first.shape for v in values)):
         stacked = np.stack(values)  # the common case: same-shape arrays, one copy
         stacked = _cast(stacked, info, signature, literal=False, strict=strict)
-        _check_row_shape(stacked.shape[1:], info, signature, 0)
+        check_row_shape(stacked.shape[1:], info, signature, 0)
         return stacked, stacked
-    arrays = [_as_array(v, info, signature, strict=strict) for v in values]
+    arrays = [as_array(v, info, signature, strict=strict) for v in values]
     shapes = {a.shape for a in arrays}
     for index, array in enumerate(arrays):
-        _check_row_shape(array.shape, info, signature, index)
+        check_row_shape(array.shape, info, signature, index)
     if len(shapes) > 1:
         target = tuple(max(s) for s in zip(*shapes, strict=True))
         if not pad:
@@ -176,7 +177,7 @@ def _stack(values: list[Any], info: TensorInfo, signature: Signature, pad: bool,
     return stacked, stacked
 
 
-def _as_array(value: Any, info: TensorInfo, signature: Signature, *, strict: bool = False
+def as_array(value: Any, info: TensorInfo, signature: Signature, *, strict: bool = False
               ) -> np.ndarray:
     if isinstance(value, tf.Tensor):
         value = value.numpy()
@@ -286,8 +287,13 @@ def _as_bytes(array: np.ndarray, info: TensorInfo, signature: Signature) -> np.n
     )
 
 
-def _check_row_shape(shape: tuple[int, ...], info: TensorInfo, signature: Signature,
-                     index: int) -> None:
+def check_row_shape(shape: tuple[int, ...], info: TensorInfo, signature: Signature,
+                    index: int | None) -> None:
+    """Refuses an element whose shape does not fit the input's (its batch dim aside).
+
+    ``index``: the element's place in its batch, named in the message; None for an
+    element checked alone.
+    """
     if info.shape is None:
         return
     expected = info.shape[1:]
@@ -296,7 +302,8 @@ def _check_row_shape(shape: tuple[int, ...], info: TensorInfo, signature: Signat
     raise InputError(
         f"input {info.alias!r} of signature {signature.name!r} takes elements of shape "
         f"{_shape_text(expected)} (the signature's {info.describe()} without its batch dimension); "
-        f"element {index} of the batch has shape {list(shape)}. Give each element the "
+        f"{'the element' if index is None else f'element {index} of the batch'} has shape "
+        f"{list(shape)}. Give each element the "
         "shape of one example, without a batch dimension."
     )
 

@@ -37,9 +37,9 @@ from beam_infer._encoding import ExampleLike
 from beam_infer._errors import ConfigurationError
 from beam_infer._handler import SavedModelHandler
 from beam_infer._keyed_batches import is_list_type
-from beam_infer._override import LoadOverrideFn
 from beam_infer._prediction_log import PredictionLog
 from beam_infer._transform import RunInference
+from beam_infer.saved_model._override import LoadOverrideFn
 
 Spec = ModelSpec | model_spec_pb2.InferenceSpecType
 

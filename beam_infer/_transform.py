@@ -19,15 +19,16 @@ from beam_infer._dead_letters import (
     ValidateFn,
 )
 from beam_infer._errors import ConfigurationError
-from beam_infer._handler import PredictionResult, SavedModelHandler
-from beam_infer._isolation import IsolatingHandler, keyed_from_type
+from beam_infer._handler import InferenceHandler, SavedModelHandler
+from beam_infer._isolation import IsolatingHandler
 from beam_infer._keyed_batches import KeyedBatchesHandler, is_list_type, may_hold_keyed_batches
+from beam_infer._keys import Keys
 from beam_infer._keywords import checked_keywords
 from beam_infer._local_runner import patch_local_runner_metrics
-from beam_infer._override import LoadOverrideFn
-from beam_infer._prediction_log import PredictionLog
+from beam_infer._retries import ModelCaller
 from beam_infer._signatures import Feed
 from beam_infer._validation import Validator
+from beam_infer.saved_model._override import LoadOverrideFn
 
 K = TypeVar("K")
 DEFAULT_RETRY = RetryConfig()
@@ -106,7 +107,7 @@ class RunInference(beam.PTransform):
                                           load_override_fn=load_override_fn)
         self._retry = retry
         # Read while the model is known to exist: workers may never see the path again.
-        self._validator = _validator(self._handler)
+        self._validator = self._handler.validator()
 
     @property
     def handler(self) -> SavedModelHandler:
@@ -144,10 +145,8 @@ class RunInference(beam.PTransform):
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
         patch_local_runner_metrics()  # long local runs keep readable metrics
-        keyed = keyed_from_type(pcoll.element_type)
-        handler = _nesting(IsolatingHandler(
-            self._handler, keyed=keyed, retry=self._retry, validator=self._validator,
-            dead_letters=False), pcoll.element_type, keyed)
+        handler = _per_element(self._handler, self._retry, self._validator,
+                               pcoll.element_type, dead_letters=False)
         output_type = self.infer_output_type(pcoll.element_type)
         return pcoll | "Infer" >> base.RunInference(handler).with_output_types(output_type)
 
@@ -168,7 +167,7 @@ class RunInferenceWithDeadLetters(beam.PTransform):
         >>> logs, failed = examples | bi.RunInference(spec).with_dead_letters()
     """
 
-    def __init__(self, handler: SavedModelHandler, retry: RetryConfig, validator: Validator):
+    def __init__(self, handler: InferenceHandler, retry: RetryConfig, validator: Validator):
         super().__init__()
         self._handler = handler
         self._retry = retry
@@ -176,15 +175,13 @@ class RunInferenceWithDeadLetters(beam.PTransform):
 
     def expand(self, pcoll: beam.PCollection) -> InferenceResults:
         patch_local_runner_metrics()  # long local runs keep readable metrics
-        keyed = keyed_from_type(pcoll.element_type)
-        validator = self._validator
-        nests = _nests(self._handler, pcoll.element_type, keyed)
+        keys = Keys.of_type(pcoll.element_type)
+        nests = _nests(self._handler, pcoll.element_type, keys)
         valid, invalid = (pcoll | "Validate" >> beam.ParDo(
-            ValidateFn(validator, keyed, keyed_batches=nests))
+            ValidateFn(self._validator, keys, keyed_batches=nests))
                           .with_outputs(DEAD_LETTERS_TAG, main="valid"))
-        handler = _nesting(IsolatingHandler(self._handler, keyed=keyed, retry=self._retry,
-                                             validator=validator, dead_letters=True),
-                           pcoll.element_type, keyed)
+        handler = _per_element(self._handler, self._retry, self._validator,
+                               pcoll.element_type, dead_letters=True)
         output_type = _output_type(pcoll.element_type, self._handler)
         results = (valid | "Infer" >> base.RunInference(handler)
                    .with_output_types(typehints.Union[output_type, DeadLetter]))
@@ -228,64 +225,60 @@ class RunInferenceOnBatches(beam.PTransform):
         >>> log_lists = batches | bi.RunInference(spec).on_batches()
     """
 
-    def __init__(self, handler: SavedModelHandler, retry: RetryConfig):
+    def __init__(self, handler: InferenceHandler, retry: RetryConfig):
         super().__init__()
         self._handler = handler
         self._retry = retry
 
     def infer_output_type(self, input_type: Any) -> Any:
-        value = PredictionResult if self._handler.output is Output.RESULT \
-            else typehints.List[PredictionLog]
-        keyed = keyed_from_type(input_type)
-        if keyed is None:
+        value = self._handler.output_format.batch_type
+        keys = Keys.of_type(input_type)
+        if keys is Keys.PER_ELEMENT:
             return Any  # undeclared input may hold (key, batch) pairs
-        if keyed:
+        if keys is Keys.ALL:
             return typehints.Tuple[input_type.tuple_types[0], value]
         return value
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
         patch_local_runner_metrics()  # long local runs keep readable metrics
-        calls = IsolatingHandler(self._handler, keyed=False, retry=self._retry,
-                                 validator=None, dead_letters=False)
+        handler = _batches.BatchesHandler(self._handler,
+                                          ModelCaller(self._handler, self._retry))
         output_type = self.infer_output_type(pcoll.element_type)
         return (pcoll
                 | "AsBatch" >> beam.Map(_batches.as_batch, self._handler.plan.signatures[0].name)
-                | "Infer" >> base.RunInference(_batches.BatchesHandler(calls))
-                .with_output_types(output_type))
+                | "Infer" >> base.RunInference(handler).with_output_types(output_type))
 
 
-def _nests(handler: SavedModelHandler, element_type: Any, keyed: bool | None) -> bool:
+def _nests(handler: InferenceHandler, element_type: Any, keys: Keys) -> bool:
     """Whether elements may be keyed batches ``(key, [examples])`` (see _keyed_batches)."""
-    return handler.plan.feed is Feed.EXAMPLES and handler.output is Output.PREDICTION_LOG \
-        and may_hold_keyed_batches(element_type, keyed)
+    return handler.plan.feed is Feed.EXAMPLES and handler.output_format.nests_keyed_batches \
+        and may_hold_keyed_batches(element_type, keys)
 
 
-def _nesting(handler: IsolatingHandler, element_type: Any, keyed: bool | None
-             ) -> base.ModelHandler:
-    if _nests(handler.inner, element_type, keyed):
-        return KeyedBatchesHandler(handler)
-    return handler
+def _per_element(handler: InferenceHandler, retry: RetryConfig, validator: Validator,
+                 element_type: Any, *, dead_letters: bool) -> base.ModelHandler:
+    """The handler Beam's RunInference runs for elements of ``element_type``."""
+    keys = Keys.of_type(element_type)
+    isolating = IsolatingHandler(handler, keys=keys, caller=ModelCaller(handler, retry),
+                                 validator=validator, dead_letters=dead_letters)
+    if _nests(handler, element_type, keys):
+        return KeyedBatchesHandler(isolating)
+    return isolating
 
 
-def _validator(handler: SavedModelHandler) -> Validator:
-    # The version the plan was read from: a versioned base path holds no saved_model.pb.
-    return Validator.for_plan(handler.model_version.path, handler.spec.effective_tags,
-                              handler.plan, strict_casts=handler.spec.strict_input_casts)
-
-
-def _output_type(input_type: Any, handler: SavedModelHandler) -> Any:
+def _output_type(input_type: Any, handler: InferenceHandler) -> Any:
     """PredictionLog (or PredictionResult) per element, a (K, ...) pair for pairs.
 
     Undeclared or union input types (e.g. ``beam.Create`` of mixed pairs) are decided per
     element, so the output may hold either: Any.
     """
-    value = PredictionResult if handler.output is Output.RESULT else PredictionLog
-    keyed = keyed_from_type(input_type)
-    if keyed is None:
+    value = handler.output_format.element_type
+    keys = Keys.of_type(input_type)
+    if keys is Keys.PER_ELEMENT:
         return Any
-    if keyed:
+    if keys is Keys.ALL:
         key_type, value_type = input_type.tuple_types
-        if _nests(handler, input_type, keyed):
+        if _nests(handler, input_type, keys):
             if is_list_type(value_type):
                 return typehints.Tuple[key_type, typehints.List[value]]
             # Undeclared values may be keyed batches: a log or a list of logs.

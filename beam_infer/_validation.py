@@ -24,15 +24,14 @@ from tensorflow.core.framework import function_pb2, node_def_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from beam_infer import _tensors
-from beam_infer._encoding import _preview, _wrong_type_message
-from beam_infer._errors import ConfigurationError, InputError
+from beam_infer._encoding import wrong_type_message
+from beam_infer._errors import InputError
+from beam_infer._messages import preview
 from beam_infer._signatures import (
     Feed,
     Operation,
     Signature,
     SignaturePlan,
-    read_saved_model,
-    select_meta_graph,
 )
 
 _KINDS = {tf.float32: "float_list", tf.int64: "int64_list", tf.string: "bytes_list"}
@@ -102,22 +101,24 @@ class Validator:
     strict_casts: bool = False
 
     @classmethod
-    def for_plan(cls, model_path: str, tags: Sequence[str], plan: SignaturePlan, *,
+    def for_plan(cls, plan: SignaturePlan, *,
+                 meta_graph: meta_graph_pb2.MetaGraphDef | None = None,
                  strict_casts: bool = False) -> Validator:
-        """Derives the rules from the graph behind ``plan``'s signatures."""
+        """The checks ``plan``'s signatures allow; feature rules from the graph if given.
+
+        Args:
+            plan: The signatures the elements are fed to.
+            meta_graph: The graph behind them (a SavedModel's), whose example parsers
+                give the feature rules; None (e.g. a model behind an endpoint): the type
+                and tensor checks only.
+            strict_casts: As ``ModelSpec.strict_input_casts``.
+        """
         predicts = plan.operation is Operation.PREDICT
         first = plan.signatures[0]
         if plan.feed is Feed.TENSORS:
             return cls(signature_name=first.name, accepts_sequence_examples=False,
                        predicts=True, tensor_signature=first, feeds_tensors=True,
                        strict_casts=strict_casts)
-        try:
-            meta_graph = select_meta_graph(read_saved_model(model_path), tuple(tags),
-                                           model_path)
-        except (ConfigurationError, OSError):
-            # The rules only sharpen messages and catch bad input early; a path that is
-            # resolved later (e.g. a base path of versions) still gets the type checks.
-            meta_graph = None
         proto, features = _rules(meta_graph, plan) if meta_graph is not None else (None, ())
         return cls(signature_name=first.name,
                    accepts_sequence_examples=predicts and proto != "Example", proto=proto,
@@ -141,12 +142,9 @@ class Validator:
                 "parses tf.train.Example; pass a tf.train.Example (or its serialized bytes)."))
         if isinstance(element, tf.train.Example | tf.train.SequenceExample):
             return self._check_features(element)
-        message = _wrong_type_message(element, self.signature_name,
-                                      self.accepts_sequence_examples)
-        if self.predicts:  # predict signatures refuse SequenceExamples only if they parse Examples
-            message = message.replace("(classify and regress take no SequenceExample)",
-                                      "(the signature parses tf.train.Example)")
-        return Failure("decode", "InputError", message)
+        return Failure("decode", "InputError", wrong_type_message(
+            element, self.signature_name, self.accepts_sequence_examples,
+            predicts=self.predicts))
 
     def _accepted(self) -> str:
         if self.feeds_tensors:
@@ -164,7 +162,7 @@ class Validator:
         inputs = signature.inputs
         try:
             if len(inputs) > 1 or isinstance(element, Mapping):
-                _tensors._check_keys(element, signature)
+                _tensors.check_keys(element, signature)
         except InputError as e:
             # Not a dict at all is the wrong type; a dict with the wrong keys, wrong input.
             return Failure("validate" if isinstance(element, Mapping) else "decode",
@@ -172,7 +170,7 @@ class Validator:
         for info in inputs:
             value = element[info.alias] if isinstance(element, Mapping) else element
             try:
-                array = _tensors._as_array(value, info, signature, strict=self.strict_casts)
+                array = _tensors.as_array(value, info, signature, strict=self.strict_casts)
             except InputError as e:
                 return Failure("decode", "InputError", str(e))
             except (TypeError, ValueError) as e:  # e.g. ragged nested lists
@@ -181,10 +179,9 @@ class Validator:
                     f"{info.describe()}, but the element's value cannot be made an array: "
                     f"{e}. Pass a rectangular np.ndarray."))
             try:
-                _tensors._check_row_shape(array.shape, info, signature, 0)
+                _tensors.check_row_shape(array.shape, info, signature, None)
             except InputError as e:
-                return Failure("validate", "InputError", str(e).replace(
-                    "element 0 of the batch has shape", "the element has shape"))
+                return Failure("validate", "InputError", str(e))
             if not self.feeds_tensors and self.proto is not None:
                 for serialized in array.ravel():
                     failure = self._check_bytes(serialized)
@@ -200,7 +197,7 @@ class Validator:
             parsed = proto_type.FromString(element)
         except DecodeError as e:
             return Failure("decode", "DecodeError", (
-                f"{len(element)} bytes {_preview(element, 40)} do not parse as a "
+                f"{len(element)} bytes {preview(element, 40)} do not parse as a "
                 f"tf.train.{self.proto} ({e}); signature {self.signature_name!r} parses "
                 f"serialized tf.train.{self.proto}s. Check what the input holds (e.g. read "
                 f"TFRecords with coder=beam.coders.ProtoCoder(tf.train.{self.proto}))."))

@@ -28,16 +28,16 @@ import tensorflow as tf
 
 import beam_infer as bi
 from beam_infer._isolation import IsolatingHandler
-from beam_infer._validation import Validator
+from beam_infer._keys import Keys
+from beam_infer._retries import ModelCaller
 from pipelines import models
 from tests import model_zoo
 
 
 def _isolating(path: str) -> IsolatingHandler:
     inner = bi.SavedModelHandler(bi.ModelSpec(model_path=path))
-    validator = Validator.for_plan(path, inner.spec.effective_tags, inner.plan)
-    return IsolatingHandler(inner, keyed=False, retry=bi.RetryConfig(), validator=validator,
-                            dead_letters=True)
+    return IsolatingHandler(inner, keys=Keys.NONE, caller=ModelCaller(inner, bi.RetryConfig()),
+                            validator=inner.validator(), dead_letters=True)
 
 
 def handler_figures(root: str, n: int, batch_size: int, rounds: int) -> None:

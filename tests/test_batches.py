@@ -12,7 +12,7 @@ from apache_beam.ml.inference.base import PredictionResult
 
 import beam_infer as bi
 from beam_infer._batches import BatchesHandler, as_batch
-from beam_infer._isolation import IsolatingHandler
+from beam_infer._retries import ModelCaller
 from pipelines import models
 from tests import model_zoo
 from tests.beam_helpers import run_collect
@@ -35,8 +35,7 @@ def _per_element(handler: bi.SavedModelHandler, elements: list) -> list[bytes]:
 
 def _batches_handler(handler: bi.SavedModelHandler,
                      retry: bi.RetryConfig | None = None) -> BatchesHandler:
-    return BatchesHandler(IsolatingHandler(handler, keyed=False, retry=retry or bi.RetryConfig(),
-                                           validator=None, dead_letters=False))
+    return BatchesHandler(handler, ModelCaller(handler, retry or bi.RetryConfig()))
 
 
 def _batched(handler: bi.SavedModelHandler, batch) -> list:
@@ -224,7 +223,7 @@ def test_elements_that_are_not_batches_stop_with_the_kinds_taken(element, who, m
      "shape [2]. Give each element the shape of one example, without a batch dimension."),
     ("five", [3.5], "batch (list of 1 element(s))",
      "signature 'serving_default' takes serialized examples, but got an element of type "
-     "builtins.float: 3.5. Pass tf.train.Example, tf.train.SequenceExample or bytes."),
+     "float: 3.5. Pass tf.train.Example, tf.train.SequenceExample or bytes."),
 ])
 def test_batches_a_signature_cannot_take_stop_at_stage_decode(zoo, model, batch, who,
                                                                message):

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 import beam_infer as bi
-from beam_infer import _compatibility
 from beam_infer._signatures import Feed, Operation, Signature, SignaturePlan, TensorInfo
+from beam_infer.saved_model import _compatibility
 from pipelines import streaming
 from tests import model_zoo
 from tests.publishing import publish
@@ -75,7 +75,7 @@ def test_a_version_with_a_renamed_input_is_refused_once_and_the_current_one_serv
         bi.ModelSpec(model_path=base, poll_interval_secs=MANUAL)).load_model()
     _answer(model)
     publish(base, 2, input_alias="inputs")
-    with caplog.at_level("ERROR", logger="beam_infer._serving"):
+    with caplog.at_level("ERROR", logger="beam_infer.saved_model._serving"):
         assert model.refresh()
     assert _answer(model) == (1, 5.0, [(2, False, True)])
     (line,) = [r.getMessage() for r in caplog.records]

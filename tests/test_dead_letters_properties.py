@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 import beam_infer as bi
 from beam_infer._isolation import IsolatingHandler
-from beam_infer._validation import Validator
+from beam_infer._keys import Keys
+from beam_infer._retries import ModelCaller
 from tests import model_zoo
 
 PROPERTY_SETTINGS = settings(max_examples=100, deadline=None,
@@ -21,9 +22,9 @@ PROPERTY_SETTINGS = settings(max_examples=100, deadline=None,
 @pytest.fixture(scope="module")
 def poison(fault_zoo):
     inner = bi.SavedModelHandler(bi.ModelSpec(model_path=fault_zoo.poison))
-    validator = Validator.for_plan(fault_zoo.poison, ("serve",), inner.plan)
-    handler = IsolatingHandler(inner, keyed=True, retry=bi.RetryConfig(max_attempts=1),
-                               validator=validator, dead_letters=True)
+    handler = IsolatingHandler(inner, keys=Keys.ALL,
+                               caller=ModelCaller(inner, bi.RetryConfig(max_attempts=1)),
+                               validator=inner.validator(), dead_letters=True)
     return handler, handler.load_model()
 
 
@@ -61,7 +62,7 @@ ELEMENTS = st.one_of(
 def _refused_by_the_model(handler: IsolatingHandler, model, element) -> bool:
     serialized = element if isinstance(element, bytes) else element.SerializeToString()
     try:
-        handler.inner.call_model([serialized], model)
+        handler.inner.call_model(handler.inner.encoded([serialized]), model)
     except Exception:  # noqa: BLE001 - any failure of the real model counts
         return True
     return False

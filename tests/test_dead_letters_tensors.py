@@ -12,16 +12,18 @@ from hypothesis import strategies as st
 
 import beam_infer as bi
 from beam_infer._isolation import IsolatingHandler
-from beam_infer._validation import Failure, Validator
+from beam_infer._keys import Keys
+from beam_infer._retries import ModelCaller
+from beam_infer._validation import Failure
 from tests.beam_helpers import run_collect
 
 
 def _isolating(path: str, *signatures: str, **options) -> IsolatingHandler:
     inner = bi.SavedModelHandler(bi.ModelSpec(model_path=path, signature_names=signatures,
                                               **options))
-    validator = Validator.for_plan(path, inner.spec.effective_tags, inner.plan)
-    return IsolatingHandler(inner, keyed=None, retry=bi.RetryConfig(max_attempts=1),
-                            validator=validator, dead_letters=True)
+    return IsolatingHandler(inner, keys=Keys.PER_ELEMENT,
+                            caller=ModelCaller(inner, bi.RetryConfig(max_attempts=1)),
+                            validator=inner.validator(), dead_letters=True)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,7 @@ def test_each_kind_of_bad_tensor_element_is_refused_before_the_model(tensors, na
 
 def test_tensor_messages_name_the_input_and_what_to_change(zoo):
     inner = bi.SavedModelHandler(bi.ModelSpec(model_path=zoo.tensors))
-    validator = Validator.for_plan(zoo.tensors, ("serve",), inner.plan)
+    validator = inner.validator()
     assert validator.check(BAD["wrong_shape"][0]) == Failure("validate", "InputError", (
         "input 'x' of signature 'serving_default' takes elements of shape [2] (the "
         "signature's x: float32[?,2] without its batch dimension); the element has shape "

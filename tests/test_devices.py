@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import beam_infer as bi
-from beam_infer import _devices
+from beam_infer.saved_model import _devices
 from pipelines import models
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -73,8 +73,8 @@ import tensorflow as tf
 # Two logical CPUs stand in for two GPUs (only possible before TF initialises).
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
-from beam_infer import _devices
-from beam_infer._loading import LoadedModel
+from beam_infer.saved_model import _devices
+from beam_infer.saved_model._loading import LoadedModel
 from pipelines import models
 
 fake_gpus = ["/physical_device:CPU:0", "/physical_device:CPU:1"]

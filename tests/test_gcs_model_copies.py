@@ -15,7 +15,7 @@ import apache_beam as beam
 import pytest
 
 import beam_infer as bi
-from beam_infer import _model_cache
+from beam_infer.saved_model import _model_cache
 from tests import model_zoo
 from tests.beam_helpers import run_collect
 

@@ -47,7 +47,7 @@ def test_wrong_element_type_says_what_to_pass(zoo):
         handler.run_inference([1.5], handler.load_model())
     assert str(error.value) == (
         "signature 'serving_default' takes serialized examples, but got an element of type "
-        "builtins.float: 1.5. Pass tf.train.Example, tf.train.SequenceExample or bytes."
+        "float: 1.5. Pass tf.train.Example, tf.train.SequenceExample or bytes."
     )
 
 

@@ -11,18 +11,18 @@ import tensorflow as tf
 
 import beam_infer as bi
 from beam_infer._isolation import IsolatingHandler
-from beam_infer._validation import Validator
+from beam_infer._keys import Keys
+from beam_infer._retries import ModelCaller
 from tests import model_zoo
 
 QUICK = bi.RetryConfig(max_attempts=3, initial_backoff_secs=0.01)
 
 
 def _isolating(path: str, *, dead_letters: bool = True, retry: bi.RetryConfig = QUICK,
-               keyed: bool | None = None) -> IsolatingHandler:
+               keys: Keys = Keys.PER_ELEMENT) -> IsolatingHandler:
     inner = bi.SavedModelHandler(bi.ModelSpec(model_path=path))
-    validator = Validator.for_plan(path, inner.spec.effective_tags, inner.plan)
-    return IsolatingHandler(inner, keyed=keyed, retry=retry, validator=validator,
-                            dead_letters=dead_letters)
+    return IsolatingHandler(inner, keys=keys, caller=ModelCaller(inner, retry),
+                            validator=inner.validator(), dead_letters=dead_letters)
 
 
 def _value(log) -> float:
@@ -94,7 +94,7 @@ def test_elements_that_cannot_be_encoded_fail_alone_at_decode(poison):
 
 
 def test_keyed_input_that_is_not_a_pair_is_a_decode_dead_letter(fault_zoo):
-    handler = _isolating(fault_zoo.poison, keyed=True)
+    handler = _isolating(fault_zoo.poison, keys=Keys.ALL)
     (good,) = model_zoo.make_examples([1.0])
     key_and_log, letter = handler.run_inference([("a", good), good], handler.load_model())
     assert key_and_log[0] == "a"
@@ -120,19 +120,22 @@ def test_without_dead_letters_the_first_failure_stops_with_key_stage_and_reason(
 
 def test_a_call_that_times_out_is_retried_and_then_scores(fault_zoo):
     retry = bi.RetryConfig(max_attempts=2, initial_backoff_secs=0.01, call_timeout_secs=1.0)
-    handler = _isolating(fault_zoo.slow, retry=retry)
+    inner = bi.SavedModelHandler(bi.ModelSpec(model_path=fault_zoo.slow))
+    caller = ModelCaller(inner, retry)
+    handler = IsolatingHandler(inner, keys=Keys.PER_ELEMENT, caller=caller, validator=None,
+                               dead_letters=True)
     model = handler.load_model()
     outputs = handler.run_inference(model_zoo.make_examples([1.0, 2.0]), model)
     assert [_value(o) for o in outputs] == [5.0, 10.0]
     # The abandoned first call took the model's load event with it; when it finishes,
     # the event waits for the next call to report it instead of being lost.
     deadline = time.monotonic() + 10
-    while not handler._late:
+    while not caller.unreported:
         assert time.monotonic() < deadline, "the abandoned call never handed back its loads"
         time.sleep(0.05)
-    assert [event.ok for results in handler._late for event in results.loads] == [True]
+    assert [event.ok for results in caller.unreported for event in results.loads] == [True]
     handler.run_inference(model_zoo.make_examples([3.0]), model)
-    assert handler._late == []
+    assert caller.unreported == []
 
 
 def test_a_batch_whose_retries_run_out_is_dead_lettered_whole(fault_zoo):
@@ -145,7 +148,7 @@ def test_a_batch_whose_retries_run_out_is_dead_lettered_whole(fault_zoo):
         f"signature 'serving_default' of {fault_zoo.slow} failed transiently on a call of 2 "
         "element(s) holding this one, 1 time(s) in a row; last error: the model call on 2 "
         "element(s) did not finish within 0.5 s (RetryConfig.call_timeout_secs). The model "
-        "or machine was overloaded: retry these elements, or allow more with "
+        "or machine was overloaded: retry these elements, or allow more attempts with "
         "RunInference(spec, retry=bi.RetryConfig(max_attempts=...)).")
 
 
@@ -199,9 +202,8 @@ def test_outputs_without_the_batch_dimension_fail_at_postprocess(tmp_path):
 def test_multi_inference_isolates_a_bad_element_and_explains_it(zoo):
     inner = bi.SavedModelHandler(bi.ModelSpec(model_path=zoo.tf1,
                                               signature_names=("classify", "regress")))
-    validator = Validator.for_plan(zoo.tf1, ("serve",), inner.plan)
-    handler = IsolatingHandler(inner, keyed=False, retry=QUICK, validator=validator,
-                               dead_letters=True)
+    handler = IsolatingHandler(inner, keys=Keys.NONE, caller=ModelCaller(inner, QUICK),
+                               validator=inner.validator(), dead_letters=True)
     model = handler.load_model()
     good = model_zoo.make_examples([1.0, 2.0])
     outputs = handler.run_inference([good[0], b"\x00\x01", good[1]], model)

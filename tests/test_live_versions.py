@@ -126,18 +126,21 @@ def test_loads_are_reported_by_the_first_call_that_answers_not_lost_with_a_faile
 
 
 def test_a_swap_is_reported_by_a_bundle_whose_every_call_failed(base, monkeypatch):
-    from beam_infer import _handler
+    from beam_infer import _metrics
     from beam_infer._isolation import IsolatingHandler
+    from beam_infer._keys import Keys
+    from beam_infer._retries import ModelCaller
 
     handler = bi.SavedModelHandler(bi.ModelSpec(model_path=base, poll_interval_secs=MANUAL))
     model = handler.load_model()
-    isolating = IsolatingHandler(handler, keyed=False, retry=bi.RetryConfig(max_attempts=1),
+    isolating = IsolatingHandler(handler, keys=Keys.NONE,
+                                 caller=ModelCaller(handler, bi.RetryConfig(max_attempts=1)),
                                  validator=None, dead_letters=True)
     _answer(model)
     publish(base, 2)
     assert model.refresh()
     reported = []
-    monkeypatch.setattr(_handler, "_report_load", reported.append)  # the metric updates
+    monkeypatch.setattr(_metrics, "report_load", reported.append)  # the metric updates
     letters = isolating.run_inference([b"not an example", b"nor this"], model)
     assert all(isinstance(letter, bi.DeadLetter) for letter in letters)
     assert [(e.version, e.swap) for e in reported] == [(2, True)]

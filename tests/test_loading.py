@@ -10,7 +10,7 @@ import pytest
 from apache_beam.metrics.metric import MetricsFilter
 
 import beam_infer as bi
-from beam_infer._loading import LoadedModel
+from beam_infer.saved_model._loading import LoadedModel
 from tests import model_zoo
 from tests.beam_helpers import run_collect
 

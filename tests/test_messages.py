@@ -8,7 +8,9 @@ import pytest
 import beam_infer as bi
 from beam_infer._batches import BatchesHandler, as_batch
 from beam_infer._isolation import IsolatingHandler
+from beam_infer._keys import Keys
 from beam_infer._messages import MAX_DETAIL_CHARS, MAX_MESSAGE_CHARS, bounded
+from beam_infer._retries import ModelCaller
 
 # Parses in no proto library, and TensorFlow's ParseExample error quotes all of it.
 HUGE_RECORD = b"\x0a" + b"A" * 50_000
@@ -24,9 +26,10 @@ def test_bounded_text_says_how_much_was_cut():
 
 def _handler(path: str, dead_letters: bool) -> IsolatingHandler:
     # No validator: the record reaches the model, as one the checks cannot explain would.
-    return IsolatingHandler(bi.SavedModelHandler(bi.ModelSpec(model_path=path)), keyed=True,
-                            retry=bi.RetryConfig(max_attempts=1), validator=None,
-                            dead_letters=dead_letters)
+    inner = bi.SavedModelHandler(bi.ModelSpec(model_path=path))
+    return IsolatingHandler(inner, keys=Keys.ALL,
+                            caller=ModelCaller(inner, bi.RetryConfig(max_attempts=1)),
+                            validator=None, dead_letters=dead_letters)
 
 
 def test_a_dead_letter_from_a_tensorflow_error_quoting_the_element_is_bounded(zoo):
@@ -60,13 +63,11 @@ def test_a_huge_key_is_cut_in_the_description(zoo):
 
 
 def test_on_batches_errors_are_bounded(zoo):
-    calls = IsolatingHandler(bi.SavedModelHandler(bi.ModelSpec(model_path=zoo.five)),
-                             keyed=False, retry=bi.RetryConfig(max_attempts=1), validator=None,
-                             dead_letters=False)
-    handler = BatchesHandler(calls)
+    inner = bi.SavedModelHandler(bi.ModelSpec(model_path=zoo.five))
+    handler = BatchesHandler(inner, ModelCaller(inner, bi.RetryConfig(max_attempts=1)))
     batch = as_batch(("huge", np.array([HUGE_RECORD], dtype=object)), "serving_default")
     with pytest.raises(bi.InferenceError) as raised:
-        handler.run_inference(batch, calls.load_model())
+        handler.run_inference(batch, inner.load_model())
     assert len(str(raised.value)) <= MAX_MESSAGE_CHARS
     assert "characters cut]" in str(raised.value)
     assert str(raised.value).startswith("batch with key 'huge' ")

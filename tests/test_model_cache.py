@@ -11,8 +11,8 @@ import apache_beam as beam
 import pytest
 
 import beam_infer as bi
-from beam_infer import _model_cache
-from beam_infer._loading import LoadedModel
+from beam_infer.saved_model import _model_cache
+from beam_infer.saved_model._loading import LoadedModel
 from tests import model_zoo, object_store
 from tests.beam_helpers import run_collect
 from tests.remote_fs import remote

@@ -74,7 +74,7 @@ def test_wrong_element_says_where_to_apply_it():
         bi.prediction_log_to_row({"x": 1})
     assert str(error.value) == (
         "PredictionLogToRows takes PredictionLog or (key, PredictionLog) elements; got "
-        "builtins.dict. Apply it right after beam_infer.RunInference.")
+        "dict. Apply it right after beam_infer.RunInference.")
     with pytest.raises(bi.InputError, match="holds no inference"):
         bi.prediction_log_to_row(prediction_log_pb2.PredictionLog())
 

@@ -224,7 +224,7 @@ def test_load_override_fn_returning_something_else_fails_the_load_clearly(zoo):
     with pytest.raises(bi.ModelLoadError) as error:
         handler.load_model()
     assert str(error.value) == (
-        f"load_override_fn returned builtins.str for {zoo.five!r}; it must return what "
+        f"load_override_fn returned str for {zoo.five!r}; it must return what "
         "tf.saved_model.load(path, tags) returns (an object with .signatures) or a "
         "tf.compat.v1.Session with the SavedModel loaded, as tfx-bsl's loader does.")
 

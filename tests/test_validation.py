@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import beam_infer as bi
 from beam_infer._validation import Failure, FeatureRule, Validator
+from beam_infer.saved_model._backend import validator as saved_model_validator
 from tests import model_zoo
 
 X_RULE = FeatureRule(name="x", kind="float_list", length=1, required=True, shape=(1,))
@@ -16,7 +17,7 @@ X_RULE = FeatureRule(name="x", kind="float_list", length=1, required=True, shape
 
 def _validator(path: str, *signatures: str) -> Validator:
     handler = bi.SavedModelHandler(bi.ModelSpec(model_path=path, signature_names=signatures))
-    return Validator.for_plan(path, handler.spec.effective_tags, handler.plan)
+    return handler.validator()
 
 
 def _example(**features: tf.train.Feature) -> tf.train.Example:
@@ -59,7 +60,7 @@ def test_good_examples_pass_as_protos_and_as_bytes(five):
                    "bytes. Drop or repair missing rows before RunInference.")),
     (3.5, Failure("decode", "InputError",
                   "signature 'serving_default' takes serialized examples, but got an element "
-                  "of type builtins.float: 3.5. Pass tf.train.Example or bytes (the signature "
+                  "of type float: 3.5. Pass tf.train.Example or bytes (the signature "
                   "parses tf.train.Example).")),
     # A dict is named tensors: for this signature, its one input 'examples'.
     ({"x": 1.0}, Failure("validate", "InputError",
@@ -151,7 +152,7 @@ def test_no_rules_when_the_graph_transforms_the_input_before_parsing(tmp_path):
 
 def test_a_graph_that_cannot_be_read_leaves_only_the_type_checks(zoo, tmp_path):
     plan = bi.SavedModelHandler(bi.ModelSpec(model_path=zoo.five)).plan
-    validator = Validator.for_plan(str(tmp_path / "elsewhere"), ("serve",), plan)
+    validator = saved_model_validator(str(tmp_path / "elsewhere"), ("serve",), plan)
     assert (validator.proto, validator.features) == (None, ())
     assert validator.check(b"\xff\xff") is None
     assert validator.check(None).stage == "decode"

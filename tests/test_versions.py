@@ -9,7 +9,7 @@ import apache_beam as beam
 import pytest
 
 import beam_infer as bi
-from beam_infer import _versions
+from beam_infer.saved_model import _versions
 from pipelines import models
 from tests import model_zoo
 from tests.beam_helpers import run_collect

@@ -15,7 +15,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 import beam_infer as bi
 from beam_infer._cli import main as cli
-from beam_infer._loading import LoadedModel
+from beam_infer.saved_model._loading import LoadedModel
 from pipelines import models
 from tests import model_zoo
 from tests.beam_helpers import run_collect

@@ -25,14 +25,9 @@ from tensorflow_serving.apis import prediction_log_pb2
 from beam_infer._config import DEFAULT_SIGNATURE, DEFAULT_TAGS
 from beam_infer._errors import ConfigurationError, InputError, ModelLoadError
 from beam_infer._messages import first_line
-from beam_infer._signatures import (
-    PREDICT,
-    Signature,
-    read_saved_model,
-    select_meta_graph,
-    signatures_of,
-)
+from beam_infer._signatures import PREDICT, Signature
 from beam_infer._tensors import batch_tensors
+from beam_infer.saved_model._files import read_signatures
 
 WARMUP_FILE = posixpath.join("assets.extra", "tf_serving_warmup_requests")
 MAX_RECORDS = 1000
@@ -174,8 +169,7 @@ def write_warmup_requests(
         >>> bi.write_warmup_requests("/models/dense/1", np.zeros((4, 784), np.float32))
         '/models/dense/1/assets.extra/tf_serving_warmup_requests'
     """
-    meta_graph = select_meta_graph(read_saved_model(model_path), DEFAULT_TAGS, model_path)
-    available = signatures_of(meta_graph)
+    available = read_signatures(model_path, DEFAULT_TAGS)
     signature = available.get(signature_name)
     if signature is None:
         raise ConfigurationError(

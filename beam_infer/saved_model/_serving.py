@@ -1,17 +1,18 @@
 """The served model of one worker: one SavedModel version, hot-swapped when a new one lands.
 
-``ServingModel`` is what ``SavedModelHandler.load_model`` returns and what Beam keeps in
-its shared handle. For a plain SavedModel directory it wraps one ``LoadedModel``. For a
-versioned base path with ``ModelSpec.poll_interval_secs`` it also does, per worker, what
-TF Serving's server core does per server: at most once per interval a batch starts a
-background look at the base path; when the version policy prefers another complete
-version, that thread loads it and replays its warm-up requests *while the current version
-keeps scoring every batch*, then swaps (availability-preserving: load before unload).
-A batch is scored wholly by one version, so no element is lost or scored twice across a
-swap. A version that fails to load is logged, counted (``model_load_failures``) and not
-retried until its files change; the current version keeps serving. So is a version whose
-signatures do not fit the plan the pipeline was built with (see ``_compatibility``;
-counted also as ``incompatible_model_versions``): it is refused before it is loaded.
+``ServingModel`` is the SavedModel backend's ``Servable`` (see ``beam_infer._backend``):
+what ``SavedModelBackend.load`` returns and Beam keeps in its shared handle. For a plain
+SavedModel directory it wraps one ``LoadedModel``. For a versioned base path with
+``ModelSpec.poll_interval_secs`` it also does, per worker, what TF Serving's server core
+does per server: at most once per interval a batch starts a background look at the base
+path; when the version policy prefers another complete version, that thread loads it and
+replays its warm-up requests *while the current version keeps scoring every batch*, then
+swaps (availability-preserving: load before unload). A batch is scored wholly by one
+version, so no element is lost or scored twice across a swap. A version that fails to
+load is logged, counted (``model_load_failures``) and not retried until its files
+change; the current version keeps serving. So is a version whose signatures do not fit
+the plan the pipeline was built with (see ``_compatibility``; counted also as
+``incompatible_model_versions``): it is refused before it is loaded.
 
 Why here and not Beam's model-update side input: on the local runners a side input in the
 global window is read once (the BundleBasedDirectRunner blocks the main input until the
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 from tensorflow_serving.apis import prediction_log_pb2
 
-from beam_infer import _compatibility, _versions
+from beam_infer._backend import LoadEvent, ModelVersion
 from beam_infer._config import ModelSpec
 from beam_infer._errors import (
     BeamInferError,
@@ -46,9 +47,11 @@ from beam_infer._errors import (
     ModelLoadError,
     ModelPathError,
 )
-from beam_infer._loading import LoadedModel
-from beam_infer._messages import bounded
-from beam_infer._signatures import SignaturePlan, plan_signatures
+from beam_infer._messages import bounded, path_gone
+from beam_infer._signatures import SignaturePlan
+from beam_infer.saved_model import _compatibility, _versions
+from beam_infer.saved_model._files import plan_signatures
+from beam_infer.saved_model._loading import LoadedModel
 
 _LOG = logging.getLogger(__name__)
 
@@ -56,23 +59,10 @@ PredictionLog = prediction_log_pb2.PredictionLog
 
 
 @dataclasses.dataclass(frozen=True)
-class LoadEvent:
-    """A load that happened on the worker, reported as metrics by the next batch."""
-
-    version: int | None
-    ok: bool
-    latency_ms: int = 0
-    warmup_records: int = 0
-    size_bytes: int = 0
-    swap: bool = False
-    incompatible: bool = False  # refused: its signatures do not fit the pipeline's plan
-
-
-@dataclasses.dataclass(frozen=True)
-class _Servable:
+class _ServedVersion:
     model: LoadedModel
     plan: SignaturePlan
-    version: _versions.ModelVersion
+    version: ModelVersion
     loaded: LoadEvent  # reported once the servable is in service
 
 
@@ -92,7 +82,7 @@ class ServingModel:
         ModelLoadError: no allowed version could be loaded.
     """
 
-    def __init__(self, spec: ModelSpec, initial: _versions.ModelVersion, *, live: bool,
+    def __init__(self, spec: ModelSpec, initial: ModelVersion, *, live: bool,
                  device: str | None = None, plan: SignaturePlan | None = None):
         self._device = device
         self._planned = plan or plan_signatures(spec.replace(model_path=initial.path))
@@ -124,14 +114,14 @@ class ServingModel:
         self._report(current.loaded)
         self._next_poll = time.monotonic() + (spec.poll_interval_secs or 0)
 
-    def _version(self, number: int) -> _versions.ModelVersion:
-        return _versions.ModelVersion(
+    def _version(self, number: int) -> ModelVersion:
+        return ModelVersion(
             path=_versions.version_path(self._base, number),
             name=self._spec.model_name or _versions.default_model_name(self._base),
             version=number)
 
-    def _load_first(self, candidates: Sequence[_versions.ModelVersion],
-                    listing: dict[int, dict[str, tuple[int, float]]]) -> _Servable:
+    def _load_first(self, candidates: Sequence[ModelVersion],
+                    listing: dict[int, dict[str, tuple[int, float]]]) -> _ServedVersion:
         errors = []
         for candidate in candidates:
             try:
@@ -145,17 +135,13 @@ class ServingModel:
             + " | ".join(errors)
         ))
 
-    def _load(self, version: _versions.ModelVersion, *, swap: bool = False) -> _Servable:
+    def _load(self, version: ModelVersion, *, swap: bool = False) -> _ServedVersion:
         start = time.monotonic()
         spec = self._spec.replace(model_path=version.path)
         try:
             plan = plan_signatures(spec)
         except ModelPathError as e:
-            raise ModelLoadError(
-                f"model path {version.path!r} no longer exists on this worker; it held a "
-                "SavedModel when the pipeline was built. Restore it, or point "
-                "ModelSpec(model_path=...) at a path that stays in place while the job runs."
-            ) from e
+            raise ModelLoadError(path_gone(version.path)) from e
         except ConfigurationError as e:  # its tags or signatures changed
             raise self._incompatible(version, [str(e)]) from e
         problems = _compatibility.differences(self._planned, plan)
@@ -168,9 +154,9 @@ class ServingModel:
             latency_ms=int((time.monotonic() - start) * 1000),
             warmup_records=model.warmup_records,
             size_bytes=model.take_size_report() or 0, swap=swap)
-        return _Servable(model=model, plan=plan, version=version, loaded=event)
+        return _ServedVersion(model=model, plan=plan, version=version, loaded=event)
 
-    def _incompatible(self, version: _versions.ModelVersion, problems: list[str]
+    def _incompatible(self, version: ModelVersion, problems: list[str]
                       ) -> IncompatibleVersionError:
         built = self._built_with
         was = f"version {built.version}" if built.version is not None else repr(built.path)
@@ -182,7 +168,7 @@ class ServingModel:
             "the same signatures, or start a new job for the new ones."
         ))
 
-    def _record_failure(self, version: _versions.ModelVersion,
+    def _record_failure(self, version: ModelVersion,
                         listing: dict[int, dict[str, tuple[int, float]]], error: Exception) -> None:
         self._failed[version.version] = listing.get(version.version, {})
         incompatible = isinstance(error, IncompatibleVersionError)
@@ -236,7 +222,7 @@ class ServingModel:
             self._refresh_lock.release()
 
     def call(self, calls: Sequence[tuple[str, Mapping[str, Any]]]
-             ) -> tuple[list[dict[str, np.ndarray]], _versions.ModelVersion, list[LoadEvent]]:
+             ) -> tuple[list[dict[str, np.ndarray]], ModelVersion, list[LoadEvent]]:
         """Runs ``(signature name, feeds)`` calls on one batch with one version.
 
         Returns:

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from beam_infer._backend import ModelVersion
 from beam_infer._errors import ModelLoadError
-from beam_infer._signatures import read_saved_model, select_meta_graph
-from beam_infer._versions import ModelVersion
+from beam_infer._messages import type_name
+from beam_infer.saved_model._files import read_saved_model, select_meta_graph
 
 LoadOverrideFn = Callable[[str, Sequence[str]], Any]
 
@@ -70,10 +71,10 @@ class OverriddenModel:
         signatures = getattr(loaded, "signatures", None)
         if not isinstance(signatures, Mapping):
             raise ModelLoadError(
-                f"load_override_fn returned {type(loaded).__module__}."
-                f"{type(loaded).__qualname__} for {model_path!r}; it must return what "
-                "tf.saved_model.load(path, tags) returns (an object with .signatures) or a "
-                "tf.compat.v1.Session with the SavedModel loaded, as tfx-bsl's loader does."
+                f"load_override_fn returned {type_name(loaded)} for {model_path!r}; it must "
+                "return what tf.saved_model.load(path, tags) returns (an object with "
+                ".signatures) or a tf.compat.v1.Session with the SavedModel loaded, as "
+                "tfx-bsl's loader does."
             )
         missing = sorted(set(names) - set(signatures))
         if missing:

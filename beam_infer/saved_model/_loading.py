@@ -1,8 +1,8 @@
 """Loading a SavedModel on a worker: copy it to local disk if remote, then one TF2 load.
 
-``LoadedModel`` is one loaded SavedModel version: ``ServingModel`` (``_serving``, what
-``SavedModelHandler.load_model`` returns and Beam keeps in its shared handle) holds one
-per version it serves. Remote models are copied by ``_model_cache``, which decides what
+``LoadedModel`` is one loaded SavedModel version: ``ServingModel`` (``_serving``, the
+servable ``SavedModelBackend.load`` returns and Beam keeps in its shared handle) holds
+one per version it serves. Remote models are copied by ``_model_cache``, which decides what
 may be served from local disk. Loading runs the SavedModel's graph (restore and
 initialisation ops, then its warm-up requests): a model can read and write files and use
 the network while it loads, so load only models you trust.
@@ -18,10 +18,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from beam_infer import _model_cache, _warmup
 from beam_infer._config import ModelCache
 from beam_infer._errors import ModelLoadError
-from beam_infer._messages import first_line
+from beam_infer._messages import first_line, path_gone
+from beam_infer.saved_model import _model_cache, _warmup
 
 _LOG = logging.getLogger(__name__)
 
@@ -52,12 +52,7 @@ class LoadedModel:
         try:
             with _model_cache.local_copy(model_path, cache) as local:
                 if not os.path.isdir(local):
-                    raise ModelLoadError(
-                        f"model path {model_path!r} no longer exists on this worker; it held "
-                        "a SavedModel when the pipeline was built. Restore it, or point "
-                        "ModelSpec(model_path=...) at a path that stays in place while the "
-                        "job runs."
-                    )
+                    raise ModelLoadError(path_gone(model_path))
                 self._load(local, tags, signature_names)
                 self._size_bytes = _directory_size(local)
         except ModelLoadError:

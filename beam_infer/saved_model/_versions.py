@@ -21,109 +21,20 @@ reloaded at every poll.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import posixpath
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
-from beam_infer._errors import ConfigurationError, ModelPathError
+from beam_infer._backend import ModelVersion
+from beam_infer._config import VersionPolicy
+from beam_infer._errors import ModelPathError
 
 _SHARD = re.compile(r"^variables\.data-([0-9]+)-of-([0-9]+)$")
 _MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class VersionPolicy:
-    """Which versions of a base path may serve; TF Serving's ``ServableVersionPolicy``.
-
-    TF Serving can serve several versions at once because each request names one. A
-    RunInference step scores each element once, so beam_infer serves the *newest*
-    version the policy allows that loads, and falls back to older allowed versions only
-    when newer ones fail to load.
-
-    Build one with ``VersionPolicy.latest(n)``, ``VersionPolicy.all()`` or
-    ``VersionPolicy.specific(*versions)``.
-
-    Example:
-        >>> spec = ModelSpec(model_path="gs://b/models/five",
-        ...                  version_policy=VersionPolicy.specific(3, 4))
-    """
-
-    kind: str = "latest"
-    num_versions: int = 1
-    versions: tuple[int, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("latest", "all", "specific"):
-            raise ConfigurationError(
-                f"VersionPolicy.kind must be 'latest', 'all' or 'specific'; got {self.kind!r}. "
-                "Build policies with VersionPolicy.latest(n), .all() or .specific(*versions)."
-            )
-        if isinstance(self.num_versions, bool) or not isinstance(self.num_versions, int) \
-                or self.num_versions < 1:
-            raise ConfigurationError(
-                f"VersionPolicy.latest needs a positive number of versions; got "
-                f"{self.num_versions!r}. Example: VersionPolicy.latest(2)."
-            )
-        versions = tuple(self.versions)
-        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in versions):
-            raise ConfigurationError(
-                f"VersionPolicy.specific takes version numbers (integers >= 0); got "
-                f"{versions!r}. Example: VersionPolicy.specific(1, 2)."
-            )
-        if self.kind == "specific" and not versions:
-            raise ConfigurationError(
-                "VersionPolicy.specific needs at least one version number; got none. "
-                "Example: VersionPolicy.specific(3)."
-            )
-        object.__setattr__(self, "versions", tuple(sorted(set(versions))))
-
-    @classmethod
-    def latest(cls, num_versions: int = 1) -> VersionPolicy:
-        """The newest ``num_versions`` complete versions (TF Serving's default, 1)."""
-        return cls(kind="latest", num_versions=num_versions)
-
-    @classmethod
-    def all(cls) -> VersionPolicy:
-        """Every complete version; the newest serves."""
-        return cls(kind="all")
-
-    @classmethod
-    def specific(cls, *versions: int) -> VersionPolicy:
-        """Only the listed versions; the newest of them present serves."""
-        return cls(kind="specific", versions=tuple(versions))
-
-    def allowed(self, complete: Iterable[int]) -> list[int]:
-        """The versions this policy allows among ``complete``, newest first."""
-        newest_first = sorted(set(complete), reverse=True)
-        if self.kind == "latest":
-            return newest_first[: self.num_versions]
-        if self.kind == "specific":
-            return [v for v in newest_first if v in self.versions]
-        return newest_first
-
-    def describe(self) -> str:
-        if self.kind == "latest":
-            return f"latest({self.num_versions})"
-        if self.kind == "specific":
-            return f"specific({', '.join(map(str, self.versions))})"
-        return "all()"
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelVersion:
-    """One servable: the path to load and what PredictionLogs record in ``model_spec``.
-
-    ``version`` is None for a plain SavedModel directory (tfx-bsl leaves it unset).
-    """
-
-    path: str
-    name: str | None = None
-    version: int | None = None
 
 
 def list_version_files(base_path: str) -> dict[int, dict[str, tuple[int, float]]]:

@@ -1,0 +1,120 @@
+"""The backend seam: what answers a model call, as the scoring code sees it.
+
+Scoring (``_handler``'s three stages, ``_isolation``, ``_retries``, dead letters,
+PredictionLogs, metrics) is the same whatever answers the calls. What differs is behind
+two small interfaces:
+
+* a ``Backend`` is built with the pipeline, on the launcher: it has read the model's
+  signatures and planned them (``_signatures.plan``), knows how elements are checked
+  before batching (``validator``), and is pickled to the workers;
+* on each worker ``Backend.load()`` returns a ``Servable``, which Beam keeps in its shared
+  handle: ``call`` runs ``(signature name, feeds)`` calls on one batch and says which
+  model version answered and what loads happened since the previous call.
+
+``beam_infer.saved_model`` is the SavedModel backend (loaded in the worker process,
+versions followed and hot-swapped). A new backend (e.g. a model behind a serving
+endpoint) is a new subpackage implementing these two interfaces; it needs no change to
+isolation, dead letters, retries, metrics or PredictionLog code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from beam_infer._config import BatchConfig
+    from beam_infer._signatures import SignaturePlan
+    from beam_infer._validation import Validator
+
+# One model call: the signature's name and its feeds by input alias (the batch first).
+Call = tuple[str, Mapping[str, Any]]
+# One call's answer: the signature's outputs by alias, numpy, the batch first.
+Outputs = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelVersion:
+    """What answered: the path (or endpoint) and what PredictionLogs record in ``model_spec``.
+
+    ``version`` is None for a plain SavedModel directory (tfx-bsl leaves it unset).
+    """
+
+    path: str
+    name: str | None = None
+    version: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadEvent:
+    """A load that happened on the worker, reported as metrics by the next batch."""
+
+    version: int | None
+    ok: bool
+    latency_ms: int = 0
+    warmup_records: int = 0
+    size_bytes: int = 0
+    swap: bool = False
+    incompatible: bool = False  # refused: its signatures do not fit the pipeline's plan
+
+
+class Servable(Protocol):
+    """A model on one worker, as Beam's shared handle holds it.
+
+    Its methods take and return plain values, so it also works behind Beam's
+    cross-process proxy (``ModelSpec(share_across_processes=True)``).
+    """
+
+    def call(self, calls: Sequence[Call]) -> tuple[list[Outputs], ModelVersion, list[LoadEvent]]:
+        """Runs the calls on one batch with one model version.
+
+        Returns:
+            Each call's outputs, the version that answered and the loads since the
+            previous call (reported as metrics by the caller, in the bundle's thread).
+        """
+        ...
+
+    def take_load_events(self) -> list[LoadEvent]:
+        """The loads not yet reported (a failed call leaves them), now taken."""
+        ...
+
+
+class Backend(Protocol):
+    """A model as the pipeline is built with it; pickled to every worker.
+
+    Attributes:
+        plan: The signatures called and how (read when the pipeline was built).
+        version: The version chosen when the pipeline was built.
+        location: The model as messages name it (a path, an endpoint); never secret.
+        batching: How Beam batches elements for it.
+        pad_variable_length_inputs, strict_input_casts: How tensor elements are
+            stacked (see ``ModelSpec``).
+        share_across_processes: One servable per machine instead of per process.
+    """
+
+    plan: SignaturePlan
+    version: ModelVersion
+    location: str
+    batching: BatchConfig
+    pad_variable_length_inputs: bool
+    strict_input_casts: bool
+    share_across_processes: bool
+
+    def load(self) -> Servable:
+        """On the worker: the servable (loads the model, or connects)."""
+        ...
+
+    def validator(self) -> Validator:
+        """The per-element checks run before batching (built while the model is reachable)."""
+        ...
+
+    def model_copies(self) -> int:
+        """Servables per machine when shared across processes (asked on the worker)."""
+        ...
+
+    def update_model_path(self, model_path: str) -> Backend:
+        """The same backend pointed at another model (Beam's model-refresh side input)."""
+        ...

@@ -1,0 +1,116 @@
+"""The two output formats, chosen once when the handler is built.
+
+``PredictionLogs`` writes TF Serving's ``PredictionLog`` per element (predict, classify,
+regress or multi-inference, the layout tfx-bsl writes); ``LeanResults`` gives Beam's
+``PredictionResult(element, {alias: numpy row})`` per element, or one result per
+pre-batched input. Everything that depends on the format (outputs per element and per
+batch, the output type hints, whether keyed example lists nest) is a method here, so no
+other module asks which format it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from apache_beam.ml.inference import base
+from apache_beam.typehints import typehints
+
+from beam_infer import _prediction_log
+from beam_infer._config import Output
+from beam_infer._signatures import Operation, SignaturePlan
+from beam_infer._stages import EncodedBatch, ModelResults
+
+PredictionLog = _prediction_log.PredictionLog
+PredictionResult = base.PredictionResult
+
+
+class PredictionLogs:
+    """One ``PredictionLog`` per element; logs of a versioned model record its name and
+    version in ``model_spec``."""
+
+    output = Output.PREDICTION_LOG
+    element_type = PredictionLog
+    batch_type = typehints.List[PredictionLog]
+    nests_keyed_batches = True  # (key, [examples]) -> (key, [logs])
+
+    def per_element(self, plan: SignaturePlan, values: Sequence[Any], encoded: EncodedBatch,
+                    results: ModelResults) -> list[PredictionLog]:
+        signature, outputs = results.outputs[0]
+        version = results.version
+        model = None if version is None or version.version is None \
+            else (version.name, version.version)
+        if results.rows is not None:
+            return _prediction_log.tensor_predict_logs(
+                results.rows, outputs, len(values), signature_name=signature.name, model=model)
+        examples = encoded.examples()
+        if plan.operation is Operation.PREDICT:
+            return _prediction_log.predict_logs(
+                examples, outputs, input_alias=plan.input_alias, signature_name=signature.name,
+                model=model)
+        if plan.operation is Operation.MULTI_INFERENCE:
+            logs = _prediction_log.multi_inference_logs(examples, results.outputs)
+        elif plan.operation is Operation.CLASSIFY:
+            logs = _prediction_log.classify_logs(examples, outputs, signature_name=signature.name)
+        else:
+            logs = _prediction_log.regress_logs(examples, outputs, signature_name=signature.name)
+        if model is not None:
+            _prediction_log.stamp_model_spec(logs, *model, signature.name)
+        return logs
+
+    def per_batch(self, plan: SignaturePlan, value: Any, encoded: EncodedBatch,
+                  results: ModelResults) -> list[PredictionLog]:
+        """A pre-batched input's logs, in order: the same logs as element by element."""
+        return self.per_element(plan, range(len(encoded)), encoded, results)
+
+    def empty_batch(self, value: Any) -> list[PredictionLog]:
+        return []
+
+
+class LeanResults:
+    """Beam's ``PredictionResult``: the element and its outputs by alias (numpy rows)."""
+
+    output = Output.RESULT
+    element_type = PredictionResult
+    batch_type = PredictionResult
+    nests_keyed_batches = False
+
+    def per_element(self, plan: SignaturePlan, values: Sequence[Any], encoded: EncodedBatch,
+                    results: ModelResults) -> list[PredictionResult]:
+        outputs = results.lean_outputs()
+        _prediction_log.check_batch_outputs(outputs, len(values), plan.signatures[0].name)
+        aliases = list(outputs)
+        if len(aliases) == 1:
+            (alias,) = aliases
+            return [_result(e, {alias: row})
+                    for e, row in zip(values, outputs[alias], strict=True)]
+        columns = [outputs[a] for a in aliases]
+        return [_result(e, dict(zip(aliases, rows, strict=True)))
+                for e, *rows in zip(values, *columns, strict=True)]
+
+    def per_batch(self, plan: SignaturePlan, value: Any, encoded: EncodedBatch,
+                  results: ModelResults) -> PredictionResult:
+        """One result for the whole batch: the batch as it came, the batched outputs."""
+        outputs = results.lean_outputs()
+        _prediction_log.check_batch_outputs(outputs, len(encoded), plan.signatures[0].name)
+        return PredictionResult(value, outputs)
+
+    def empty_batch(self, value: Any) -> PredictionResult:
+        return PredictionResult(value, {})
+
+
+OutputFormat = PredictionLogs | LeanResults
+
+
+def output_format(output: Output) -> OutputFormat:
+    return PredictionLogs() if output is Output.PREDICTION_LOG else LeanResults()
+
+
+def _new_result(example: Any, inference: dict[str, np.ndarray]) -> PredictionResult:
+    # NamedTuple's generated __new__ is a Python frame; this is the same tuple, 4x faster.
+    return tuple.__new__(PredictionResult, (example, inference, None))
+
+
+_result = _new_result if PredictionResult._fields == ("example", "inference", "model_id") \
+    else PredictionResult
