@@ -114,9 +114,12 @@ class ModelType(enum.Enum):
     SAVED_WEIGHTS = 2
 
 
-class _LoadError(ModelLoadError, ValueError):
-    """A model that could not be loaded: a ``ValueError`` as Beam raises, and a
-    ``ModelLoadError`` as beam_infer's own loads raise."""
+class TFModelLoadError(ModelLoadError, ValueError):
+    """A model or its weights could not be loaded by a ``TFModelHandler*``.
+
+    A ``ValueError``, which Beam's handlers raise for a failed load, and a
+    ``bi.ModelLoadError``, which beam_infer's own loads raise.
+    """
 
 
 # --- the default inference functions (Beam's, with clearer errors) ---------------------
@@ -168,7 +171,7 @@ def _stack(stack: Callable[..., Any], batch: Sequence[Any], model_id: str | None
                          f"{list(getattr(x, 'shape', ()))}" for x in batch})
         raise InputError(bounded(
             f"the {len(batch)} elements of a batch for {model_id!r} do not stack into one "
-            f"array: {type(e).__name__}: {first_line(e)}. Found {detail(', '.join(shapes))}. "
+            f"array: {type(e).__name__}: {_sentence(e)} Found {detail(', '.join(shapes))}. "
             "Every element of a batch needs the same shape and dtype: pad or resize them "
             "before RunInference, or pass an inference_fn that takes them as they are."
         )) from e
@@ -214,7 +217,7 @@ def _load_model(model_uri: str, custom_weights: str, load_model_args: dict[str, 
         model = _load_whole_model(local, uri, load_model_args)
     if custom_weights:
         if not hasattr(model, "load_weights"):
-            raise _LoadError(bounded(
+            raise TFModelLoadError(bounded(
                 f"custom_weights={custom_weights!r} needs a Keras model, but {uri!r} loaded "
                 f"as {type(model).__name__} (a SavedModel that Keras cannot load), which has "
                 "no load_weights. Save the model as a .keras file, or load the weights into "
@@ -237,9 +240,9 @@ def _load_weights(model: Any, weights_uri: str, model_cache: ModelCache | None) 
         try:
             model.load_weights(local)
         except Exception as e:  # Keras raises many kinds; report each with the path
-            raise _LoadError(bounded(
+            raise TFModelLoadError(bounded(
                 f"model.load_weights failed for {weights_uri!r}: {type(e).__name__}: "
-                f"{first_line(e)}. Check that the weights were saved from a model built like "
+                f"{_sentence(e)} Check that the weights were saved from a model built like "
                 "this one (model.save_weights), in a format this Keras reads (Keras 3: "
                 ".weights.h5)."
             )) from e
@@ -251,7 +254,7 @@ def _resolve_handle(uri: str) -> str:
         import tensorflow_hub as hub
     except ImportError:
         if uri.startswith(("http://", "https://")):
-            raise _LoadError(bounded(
+            raise TFModelLoadError(bounded(
                 f"Unable to load the TensorFlow model: model_uri {uri!r} is a web address "
                 "(a TF Hub or Kaggle handle), and downloading one needs tensorflow_hub, "
                 "which is not installed. Download the model and pass its local path or a "
@@ -261,9 +264,9 @@ def _resolve_handle(uri: str) -> str:
     try:
         return hub.resolve(uri)
     except Exception as e:  # any download or archive error, as Beam reports it
-        raise _LoadError(bounded(
+        raise TFModelLoadError(bounded(
             f"Unable to load the TensorFlow model: tensorflow_hub could not resolve "
-            f"{uri!r}: {type(e).__name__}: {first_line(e)}. Check the handle, or download "
+            f"{uri!r}: {type(e).__name__}: {_sentence(e)} Check the handle, or download "
             "the model and pass its path."
         )) from e
 
@@ -294,13 +297,18 @@ def _local_path(uri: str, cache: ModelCache | None, *, what: str,
         with _model_cache.local_copy(uri, cache) as local:
             try:
                 yield local
-            except _LoadError:
+            except TFModelLoadError:
                 _model_cache.forget(uri, cache)  # a copy taken mid-upload is not reused
                 raise
     except ModelLoadError as e:
         if isinstance(e, ValueError):
             raise
-        raise _LoadError(str(e)) from e
+        raise TFModelLoadError(str(e)) from e
+
+
+def _sentence(error: BaseException) -> str:
+    """An error's first line (bounded), ending with one full stop."""
+    return first_line(error).rstrip(". ") + "."
 
 
 def _missing_message(uri: str, what: str, siblings: list[str]) -> str:
@@ -330,9 +338,10 @@ def _remote_files(uri: str, prefix_ok: bool) -> list[str]:
 
 
 def _remote_children(uri: str) -> list[str]:
+    """The first name parts under ``uri`` (object stores list objects, not folders)."""
     prefix = uri.rstrip("/") + "/"
     try:
-        matches = FileSystems.match([prefix + "*"])[0].metadata_list
+        matches = FileSystems.match([prefix + "**"], limits=[1000])[0].metadata_list
     except Exception:  # noqa: BLE001 - only used to pick the message
         return []
     return sorted({m.path[len(prefix):].split("/", 1)[0] for m in matches} - {""})
@@ -371,9 +380,9 @@ def _temporary_copy(uri: str, sources: list[str]) -> Iterator[str]:
                         os.fdopen(os.open(target, flags, 0o600), "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
             except Exception as e:  # any filesystem's error
-                raise _LoadError(bounded(
+                raise TFModelLoadError(bounded(
                     f"could not copy {source!r} to local disk: {type(e).__name__}: "
-                    f"{first_line(e)}. Check that workers can read the path and have "
+                    f"{_sentence(e)} Check that workers can read the path and have "
                     "disk space in the temp directory."
                 )) from e
         yield os.path.join(folder, base)
@@ -390,9 +399,9 @@ def _load_whole_model(local: str, uri: str, load_model_args: dict[str, Any]) -> 
             return _load_saved_model_dir(local, load_model_args)
         return tf.keras.models.load_model(local, **load_model_args)
     except Exception as e:  # Keras and TensorFlow raise many kinds; Beam wraps them all
-        raise _LoadError(bounded(
+        raise TFModelLoadError(bounded(
             f"Unable to load the TensorFlow model {uri!r}: {type(e).__name__}: "
-            f"{first_line(e)}. {hint or _FORMATS}"
+            f"{_sentence(e)} {hint or _FORMATS}"
         )) from e
 
 
