@@ -11,6 +11,13 @@ Example:
 
 from __future__ import annotations
 
+from beam_infer._beam_api import (
+    ModelType,
+    TFModelHandlerNumpy,
+    TFModelHandlerTensor,
+    default_numpy_inference_fn,
+    default_tensor_inference_fn,
+)
 from beam_infer._config import (
     BatchConfig,
     ModelCache,
@@ -68,6 +75,7 @@ __all__ = [
     "ModelLoadError",
     "ModelPathError",
     "ModelSpec",
+    "ModelType",
     "Operation",
     "Output",
     "PredictionLogToRows",
@@ -82,9 +90,13 @@ __all__ = [
     "SavedModelHandler",
     "SignatureError",
     "Stage",
+    "TFModelHandlerNumpy",
+    "TFModelHandlerTensor",
     "TagsError",
     "UnknownArgumentError",
     "VersionPolicy",
+    "default_numpy_inference_fn",
+    "default_tensor_inference_fn",
     "patch_local_runner_metrics",
     "prediction_log_to_row",
     "write_warmup_requests",

@@ -28,7 +28,7 @@ def test_the_site_builds_strict(tmp_path):
         "pip install -r requirements-test.txt):\n" + done.stderr[-5000:])
     api = (tmp_path / "api" / "index.html").read_text()
     for name in ("RunInferencePerModel", "CreateModelHandler", "ModelSpec",
-                 "write_warmup_requests", "strict_input_casts"):
+                 "write_warmup_requests", "strict_input_casts", "TFModelHandlerNumpy"):
         assert name in api, f"{name} is missing from the API reference"
 
 
