@@ -22,7 +22,7 @@ from tests import model_zoo
 from tests.publishing import publish
 
 pytest_plugins = ["tests.portable", "tests.emulators.gcs", "tests.emulators.pubsub",
-                  "tests.emulators.bigquery"]
+                  "tests.emulators.bigquery", "tests.emulators.tf_serving"]
 
 
 UNIT_MODULES = frozenset({
