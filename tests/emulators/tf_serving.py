@@ -388,6 +388,8 @@ class _Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             end = time.monotonic() + secs
             while time.monotonic() < end and context.is_active():
                 time.sleep(0.05)
+            if not context.is_active():  # the client gave up (deadline, restart): no work
+                raise ServingError(StatusCode.CANCELLED, "the client cancelled the call")
 
     def _serve(self, method, request, context, answer):
         try:
