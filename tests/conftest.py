@@ -22,7 +22,8 @@ from tests import model_zoo
 from tests.publishing import publish
 
 pytest_plugins = ["tests.portable", "tests.emulators.gcs", "tests.emulators.pubsub",
-                  "tests.emulators.bigquery", "tests.emulators.tf_serving"]
+                  "tests.emulators.bigquery", "tests.emulators.tf_serving",
+                  "tests.emulators.kserve_server"]
 
 
 UNIT_MODULES = frozenset({

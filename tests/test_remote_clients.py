@@ -263,3 +263,40 @@ def test_vertex_predict_at_the_http_boundary(tmp_path, zoo):
         with pytest.raises(RetryableRemoteError):
             remote.call([("serving_default", {"x": np.array([[503.0]], np.float32)})])
         assert TOKEN not in repr(remote) and TOKEN not in str(raised.value)
+
+
+# --- KServe v2 against KServe's own ModelServer -----------------------------------------
+
+def test_kserve_v2_client_equals_local_scoring(kserve_server, zoo):
+    from beam_infer.remote import KServeV2Client
+
+    dense = KServeV2Client(kserve_server.url, "dense", timeout_secs=TIMEOUT)
+    feeds = {"x": np.array([[1.0], [-2.5]], np.float32)}
+    result = dense.call([("serving_default", feeds)])
+    local = LoadedModel(zoo.keras3_dense, ["serve"], ["serving_default"])
+    assert_same(result.outputs[0], local.run("serving_default", feeds))
+    # KServe 0.21 decodes binary-extension BYTES inputs to text (UTF-8) before predict()
+    # sees them, so serialized Examples cannot reach a kserve model over v2 REST: 500.
+    five = KServeV2Client(kserve_server.url, "five", timeout_secs=TIMEOUT)
+    with pytest.raises(RemoteServerError, match="UTF-8"):
+        five.call([("serving_default", {"examples": examples(1.0, 2.0)})])
+    signatures, record = dense.signature_defs()
+    assert record.ok
+    graph = read_saved_model(zoo.keras3_dense).meta_graphs[0]
+    assert signatures_of_defs(signatures)["serving_default"].inputs == \
+        signatures_of(graph)["serving_default"].inputs
+    kserve_server.control(fail=1, status=503)
+    with pytest.raises(RetryableRemoteError):
+        dense.call([("serving_default", {"x": np.array([[1.0]], np.float32)})])
+    kserve_server.control(bad=[7.0])
+    with pytest.raises(RemoteInputError) as raised:
+        dense.call([("serving_default", {"x": np.array([[7.0]], np.float32)})])
+    assert "x=7.0 is marked bad" in raised.value.server_message
+
+
+def signatures_of_defs(defs):
+    from tensorflow.core.protobuf import meta_graph_pb2
+    graph = meta_graph_pb2.MetaGraphDef()
+    for name, signature in defs.items():
+        graph.signature_def[name].CopyFrom(signature)
+    return signatures_of(graph)

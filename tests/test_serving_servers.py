@@ -282,3 +282,33 @@ def test_rest_faults(tf_serving):
     while tf_serving.faults.rows_scored < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert tf_serving.faults.scored == {1.0: 2}
+
+
+# --- KServe (its own ModelServer, in a subprocess) -----------------------------------------
+
+def test_kserve_v1_and_v2_answer_and_fault(kserve_server):
+    url = kserve_server.url
+    v1 = requests.post(f"{url}/v1/models/dense:predict", json={"instances": [[1.0], [2.0]]},
+                       timeout=TIMEOUT)
+    assert v1.json() == {"predictions": [[5.0], [10.0]]}
+    v2 = requests.post(f"{url}/v2/models/dense/infer", json={"inputs": [
+        {"name": "x", "shape": [2, 1], "datatype": "FP32", "data": [1.0, 2.0]}]},
+        timeout=TIMEOUT).json()
+    assert v2["outputs"][0]["data"] == [5.0, 10.0] and v2["outputs"][0]["shape"] == [2, 1]
+    metadata = requests.get(f"{url}/v2/models/dense", timeout=TIMEOUT).json()
+    assert metadata["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}]
+    kserve_server.control(fail=1, status=503)
+    kserve_server.control(fail=1, status=429)
+    body = {"instances": [[3.0]]}
+    assert requests.post(f"{url}/v1/models/dense:predict", json=body,
+                         timeout=TIMEOUT).status_code == 503
+    assert requests.post(f"{url}/v1/models/dense:predict", json=body,
+                         timeout=TIMEOUT).status_code == 429
+    kserve_server.control(bad=[3.0])
+    bad = requests.post(f"{url}/v1/models/dense:predict", json=body, timeout=TIMEOUT)
+    assert bad.status_code == 400 and "x=3.0 is marked bad" in bad.json()["error"]
+    kserve_server.control(delay=1, delay_secs=3.0)
+    with pytest.raises(requests.Timeout):
+        requests.post(f"{url}/v1/models/dense:predict", json={"instances": [[4.0]]}, timeout=0.5)
+    counters = kserve_server.control()
+    assert counters["requests"] == 6
