@@ -22,7 +22,8 @@ from tests import model_zoo
 from tests.publishing import publish
 
 pytest_plugins = ["tests.portable", "tests.emulators.gcs", "tests.emulators.pubsub",
-                  "tests.emulators.bigquery"]
+                  "tests.emulators.bigquery", "tests.emulators.tf_serving",
+                  "tests.emulators.kserve_server"]
 
 
 UNIT_MODULES = frozenset({
@@ -30,8 +31,8 @@ UNIT_MODULES = frozenset({
     "test_construction_errors", "test_dead_letters_properties", "test_devices", "test_handler",
     "test_isolation",
     "test_live_versions", "test_loading", "test_messages", "test_model_cache",
-    "test_public_api", "test_rows", "test_tables", "test_tensor_inputs", "test_validation",
-    "test_versions", "test_warmup",
+    "test_public_api", "test_remote_codecs", "test_rows", "test_tables",
+    "test_tensor_inputs", "test_validation", "test_versions", "test_warmup",
 })
 
 

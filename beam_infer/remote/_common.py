@@ -1,0 +1,200 @@
+"""What every remote client shares: its errors, its per-call record, secrets, TLS, timeouts.
+
+The errors split failures the way a retry loop needs them split:
+
+* ``RetryableRemoteError``: try the same request again later (HTTP 429, 502, 503, 504;
+  gRPC UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED; a reset or refused
+  connection; a timeout). ``throttled`` is True for 429 / RESOURCE_EXHAUSTED (slow
+  down), and ``retry_after_secs`` holds a server's ``Retry-After`` when it sent one.
+* ``RemoteInputError``: the server refused the request's content (HTTP 400, gRPC
+  INVALID_ARGUMENT). Retrying the same rows fails again; a smaller batch may isolate
+  the bad ones. ``server_message`` is the server's text, bounded (``_messages``).
+* ``RequestTooLargeError``: the request is over the server's size limit (HTTP 413, gRPC
+  RESOURCE_EXHAUSTED about a message larger than its max). Split, do not retry.
+* ``RemoteServerError``: any other answer (404 / NOT_FOUND, 401, 403, 500, 501,
+  FAILED_PRECONDITION, a body that cannot be read): permanent for this request.
+
+Every error carries the ``CallRecord`` of its call; a successful call returns one. A
+record holds the endpoint's address but never a token: tokens live in ``Secret``s,
+whose ``repr`` and ``str`` are redacted, and are only ever put into request headers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+
+from beam_infer._errors import BeamInferError
+from beam_infer._messages import bounded, detail
+
+#: Seconds a call may take, unless the client is given another timeout.
+DEFAULT_TIMEOUT_SECS = 30.0
+
+#: HTTP statuses worth retrying (the throttling one first).
+RETRYABLE_HTTP = frozenset({429, 502, 503, 504})
+
+
+@dataclasses.dataclass(frozen=True)
+class CallRecord:
+    """One request to an endpoint, for metrics.
+
+    ``status`` is the HTTP status (``"200"``, ``"503"``) or gRPC code name (``"OK"``,
+    ``"UNAVAILABLE"``), or ``"timeout"`` / ``"connection"`` when no answer came.
+    """
+
+    protocol: str  # "tf_serving_grpc", "tf_serving_rest", "kserve_v2", "vertex"
+    method: str  # "predict", "classify", "regress", "multi_inference", "metadata"
+    target: str  # URL or host:port, no credentials
+    status: str
+    ok: bool
+    latency_secs: float
+    request_bytes: int
+    response_bytes: int
+    rows: int = 0
+
+
+class RemoteError(BeamInferError):
+    """A call to a remote model endpoint failed; ``record`` tells which and how."""
+
+    def __init__(self, message: str, record: CallRecord | None = None):
+        super().__init__(bounded(message))
+        self.record = record
+
+    @property
+    def status(self) -> str | None:
+        return self.record.status if self.record else None
+
+
+class RetryableRemoteError(RemoteError):
+    """The same request may succeed later (see the module docstring)."""
+
+    def __init__(self, message: str, record: CallRecord | None = None, *,
+                 throttled: bool = False, retry_after_secs: float | None = None):
+        super().__init__(message, record)
+        self.throttled = throttled
+        self.retry_after_secs = retry_after_secs
+
+
+class RemoteInputError(RemoteError, ValueError):
+    """The server refused the request's content (400 / INVALID_ARGUMENT)."""
+
+    def __init__(self, message: str, record: CallRecord | None = None, *,
+                 server_message: str = ""):
+        super().__init__(message, record)
+        self.server_message = detail(server_message)
+
+
+class RequestTooLargeError(RemoteError):
+    """The request is larger than the server takes: send fewer rows."""
+
+
+class RemoteServerError(RemoteError):
+    """A permanent failure that is not about the rows (unknown model, auth, 5xx, ...)."""
+
+
+class Secret:
+    """A string that never shows in ``repr``, ``str``, logs or pickles' text."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('<redacted>')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclasses.dataclass(frozen=True)
+class BearerToken:
+    """Where a bearer token comes from: exactly one of ``value``, ``file``, ``env``,
+    ``google`` (Application Default Credentials, refreshed when they expire).
+
+    The token is read when a request is made (a file or variable may be rotated), and
+    only ever placed in the ``Authorization`` header.
+    """
+
+    value: Secret | None = None
+    file: str | None = None
+    env: str | None = None
+    google: bool = False
+    scopes: tuple[str, ...] = ("https://www.googleapis.com/auth/cloud-platform",)
+
+    def __post_init__(self) -> None:
+        given = [self.value is not None, self.file is not None, self.env is not None,
+                 self.google]
+        if sum(given) != 1:
+            raise ValueError("BearerToken takes exactly one of value=, file=, env=, google=True")
+        if isinstance(self.value, str):
+            object.__setattr__(self, "value", Secret(self.value))
+
+    def token(self) -> Secret:
+        if self.value is not None:
+            return self.value
+        if self.file is not None:
+            with open(self.file, encoding="utf-8") as f:
+                return Secret(f.read().strip())
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if not value:
+                raise RemoteServerError(f"environment variable {self.env} holds no token")
+            return Secret(value.strip())
+        return Secret(_google_token(self.scopes))
+
+    def header(self) -> str:
+        return "Bearer " + self.token().reveal()
+
+
+_GOOGLE: dict[tuple[str, ...], object] = {}
+
+
+def _google_token(scopes: tuple[str, ...]) -> str:
+    import google.auth
+    import google.auth.transport.requests
+
+    credentials = _GOOGLE.get(scopes)
+    if credentials is None:
+        credentials, _ = google.auth.default(scopes=list(scopes))
+        _GOOGLE[scopes] = credentials
+    if not credentials.valid:
+        credentials.refresh(google.auth.transport.requests.Request())
+    return credentials.token
+
+
+@dataclasses.dataclass(frozen=True)
+class Tls:
+    """TLS for an endpoint: ``ca_file`` a PEM bundle of the CAs to trust (None: the
+    system's); ``server_name`` overrides the name checked in the server's certificate
+    (gRPC only)."""
+
+    ca_file: str | None = None
+    server_name: str | None = None
+
+
+def redact(text: str, *secrets: Secret | None) -> str:
+    """``text`` with every secret's value replaced (for foreign text that may echo it)."""
+    for secret in secrets:
+        if secret is not None and secret.reveal():
+            text = text.replace(secret.reveal(), "<redacted>")
+    return text
+
+
+class Stopwatch:
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._start = clock()
+
+    def secs(self) -> float:
+        return self._clock() - self._start
