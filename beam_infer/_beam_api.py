@@ -70,7 +70,6 @@ import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from beam_infer.saved_model import _devices, _model_cache
 from beam_infer._config import ModelCache
 from beam_infer._errors import (
     ConfigurationError,
@@ -81,6 +80,7 @@ from beam_infer._errors import (
 )
 from beam_infer._keywords import unknown_message
 from beam_infer._messages import bounded, detail, first_line
+from beam_infer.saved_model import _devices, _model_cache
 
 __all__ = [
     "ModelType",

@@ -17,8 +17,8 @@ import typing
 
 import numpy as np
 import pytest
-
 from beam_infer._loading import LoadedModel
+
 from beam_infer._signatures import read_saved_model, signatures_of
 from beam_infer.remote import (
     BearerToken,
