@@ -24,7 +24,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from beam_infer._signatures import read_saved_model
+from beam_infer.saved_model._files import read_saved_model
 from tests import model_zoo
 
 pytestmark = pytest.mark.emulators
