@@ -1,5 +1,10 @@
 """beam_infer: score data with TensorFlow SavedModels in Apache Beam pipelines.
 
+``RunInference`` batches elements, scores each batch with a backend (``saved_model``: a
+SavedModel loaded once per worker) through the handler's three stages (encode, call,
+build PredictionLogs) and passes keys through; wrappers retry, isolate failing elements
+and route them to dead letters. ``docs/architecture.md`` maps the modules.
+
 Example:
     >>> import apache_beam as beam
     >>> import beam_infer as bi
