@@ -28,7 +28,8 @@ pytest_plugins = ["tests.portable", "tests.emulators.gcs", "tests.emulators.pubs
 UNIT_MODULES = frozenset({
     "test_batches", "test_columns", "test_compatibility", "test_config", "test_construction_errors",
     "test_dead_letters_properties", "test_devices", "test_handler", "test_isolation",
-    "test_live_versions", "test_loading", "test_messages", "test_model_cache",
+    "test_keys", "test_live_versions", "test_loading", "test_messages", "test_metrics_docs",
+    "test_model_cache",
     "test_public_api", "test_rows", "test_tables", "test_tensor_inputs", "test_validation",
     "test_versions", "test_warmup",
 })
