@@ -69,7 +69,7 @@ class KeyedBatch:
         if keys is Keys.NONE:
             return cls(None, [None] * len(batch), list(batch))
         has_key = [_is_pair(e) for e in batch]
-        if all(has_key):  # the common case: unzip in C
+        if has_key and all(has_key):  # the common case: unzip in C
             key_list, values = (list(column) for column in zip(*batch, strict=True))
             return cls(has_key, key_list, values)
         return cls(has_key, [e[0] if k else None for e, k in zip(batch, has_key, strict=True)],

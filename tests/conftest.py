@@ -29,10 +29,10 @@ pytest_plugins = ["tests.portable", "tests.emulators.gcs", "tests.emulators.pubs
 UNIT_MODULES = frozenset({
     "test_batches", "test_beam_api", "test_columns", "test_compatibility", "test_config",
     "test_construction_errors", "test_dead_letters_properties", "test_devices", "test_handler",
-    "test_isolation",
-    "test_live_versions", "test_loading", "test_messages", "test_model_cache",
-    "test_public_api", "test_remote_codecs", "test_rows", "test_tables",
-    "test_tensor_inputs", "test_validation", "test_versions", "test_warmup",
+    "test_isolation", "test_keys", "test_live_versions", "test_loading", "test_messages",
+    "test_metrics_docs", "test_model_cache", "test_public_api", "test_remote_codecs",
+    "test_rows", "test_tables", "test_tensor_inputs", "test_validation", "test_versions",
+    "test_warmup",
 })
 
 
