@@ -13,7 +13,7 @@ from __future__ import annotations
 from beam_infer._backend import ModelVersion, Servable
 from beam_infer._config import BatchConfig, ModelSpec
 from beam_infer._errors import ConfigurationError
-from beam_infer._signatures import Feed, SignaturePlan
+from beam_infer._signatures import Feed, SignaturePlan, plan, signatures_of
 from beam_infer._validation import Validator
 from beam_infer.saved_model import _devices, _files, _override, _versions
 from beam_infer.saved_model._serving import ServingModel
@@ -41,10 +41,17 @@ class SavedModelBackend:
         self.spec = spec
         self.load_override_fn = load_override_fn
         self.version = resolve(spec)
-        self.plan = _files.plan_signatures(spec.replace(model_path=self.version.path))
+        path = self.version.path
+        # saved_model.pb is read once: the plan, the validator's rules and the override's
+        # tensor names all come from this MetaGraph.
+        meta_graph = _files.read_meta_graph(path, spec.effective_tags)
+        self.plan = plan(signatures_of(meta_graph.signature_def),
+                         spec.effective_signature_names, path)
+        self._validator = Validator.for_plan(
+            self.plan, meta_graph=None if self.plan.feed is Feed.TENSORS else meta_graph,
+            strict_casts=spec.strict_input_casts)
         self._tensor_names = _override.tensor_names(
-            self.version.path, spec.effective_tags,
-            [s.name for s in self.plan.signatures]) if load_override_fn else {}
+            meta_graph, [s.name for s in self.plan.signatures]) if load_override_fn else {}
 
     @property
     def location(self) -> str:
@@ -78,9 +85,8 @@ class SavedModelBackend:
                                 plan=self.plan)
 
     def validator(self) -> Validator:
-        # The version the plan was read from: a versioned base path holds no saved_model.pb.
-        return validator(self.version.path, self.spec.effective_tags, self.plan,
-                         strict_casts=self.spec.strict_input_casts)
+        """Built from the version the plan was read from (a base path has no saved_model.pb)."""
+        return self._validator
 
     def model_copies(self) -> int:
         """Copies per machine when shared: as configured, else one per visible GPU.

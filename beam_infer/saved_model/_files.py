@@ -148,14 +148,22 @@ def _listed(names: list[str], limit: int = 20) -> str:
     return ", ".join(shown) + more
 
 
+def read_meta_graph(model_path: str, tags: tuple[str, ...]) -> meta_graph_pb2.MetaGraphDef:
+    """The MetaGraph tagged ``tags`` in the SavedModel at ``model_path``.
+
+    Raises:
+        ModelPathError, TagsError: see ``read_saved_model`` and ``select_meta_graph``.
+    """
+    return select_meta_graph(read_saved_model(model_path), tags, model_path)
+
+
 def read_signatures(model_path: str, tags: tuple[str, ...]) -> dict[str, Signature]:
     """The signatures of the MetaGraph tagged ``tags`` in the SavedModel at ``model_path``.
 
     Raises:
         ModelPathError, TagsError: see ``read_saved_model`` and ``select_meta_graph``.
     """
-    meta_graph = select_meta_graph(read_saved_model(model_path), tags, model_path)
-    return signatures_of(meta_graph.signature_def)
+    return signatures_of(read_meta_graph(model_path, tags).signature_def)
 
 
 def plan_signatures(spec: ModelSpec) -> SignaturePlan:

@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2
 
 from beam_infer._backend import ModelVersion
 from beam_infer._errors import ModelLoadError
 from beam_infer._messages import type_name
-from beam_infer.saved_model._files import read_saved_model, select_meta_graph
 
 LoadOverrideFn = Callable[[str, Sequence[str]], Any]
 
@@ -35,10 +35,9 @@ LoadOverrideFn = Callable[[str, Sequence[str]], Any]
 TensorNames = dict[str, tuple[dict[str, str], dict[str, str]]]
 
 
-def tensor_names(model_path: str, tags: Sequence[str], signature_names: Sequence[str]
+def tensor_names(meta_graph: meta_graph_pb2.MetaGraphDef, signature_names: Sequence[str]
                  ) -> TensorNames:
-    """The graph tensor names behind each signature's aliases (read from saved_model.pb)."""
-    meta_graph = select_meta_graph(read_saved_model(model_path), tuple(tags), model_path)
+    """The graph tensor names behind each signature's aliases."""
     names: TensorNames = {}
     for name in signature_names:
         signature = meta_graph.signature_def[name]
