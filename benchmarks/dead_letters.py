@@ -30,7 +30,7 @@ import beam_infer as bi
 from beam_infer._isolation import IsolatingHandler
 from beam_infer._validation import Validator
 from pipelines import models
-from tests import model_zoo
+from tests.support import model_zoo
 
 
 def _isolating(path: str) -> IsolatingHandler:

@@ -18,10 +18,10 @@ import pathlib
 import pytest
 
 from pipelines import models
-from tests import model_zoo
-from tests.publishing import publish
+from tests.support import model_zoo
+from tests.support.publishing import publish
 
-pytest_plugins = ["tests.portable", "tests.emulators.gcs", "tests.emulators.pubsub",
+pytest_plugins = ["tests.support.portable", "tests.emulators.gcs", "tests.emulators.pubsub",
                   "tests.emulators.bigquery"]
 
 

@@ -14,8 +14,8 @@ import beam_infer as bi
 from beam_infer._batches import BatchesHandler, as_batch
 from beam_infer._isolation import IsolatingHandler
 from pipelines import models
-from tests import model_zoo
-from tests.beam_helpers import run_collect
+from tests.support import model_zoo
+from tests.support.beam_helpers import run_collect
 
 _NO_DEAD_LETTERS = (" on_batches() has no dead-letter output: to set failing elements aside "
                     "and score the rest, score them one by one with "

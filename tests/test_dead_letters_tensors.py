@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import beam_infer as bi
 from beam_infer._isolation import IsolatingHandler
 from beam_infer._validation import Failure, Validator
-from tests.beam_helpers import run_collect
+from tests.support.beam_helpers import run_collect
 
 
 def _isolating(path: str, *signatures: str, **options) -> IsolatingHandler:

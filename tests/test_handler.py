@@ -12,7 +12,7 @@ import tensorflow as tf
 import beam_infer as bi
 from beam_infer import _prediction_log as bi_logs
 from beam_infer._prediction_log import row_tensor_proto
-from tests import model_zoo
+from tests.support import model_zoo
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64, np.int16,

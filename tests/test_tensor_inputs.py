@@ -10,8 +10,8 @@ from apache_beam.ml.inference.base import PredictionResult
 
 import beam_infer as bi
 from beam_infer._prediction_log import row_tensor_parts, row_tensor_proto
-from tests import model_zoo
-from tests.beam_helpers import run_collect
+from tests.support import model_zoo
+from tests.support.beam_helpers import run_collect
 
 
 def _handler(path: str, *signatures: str, **options) -> bi.SavedModelHandler:

@@ -9,8 +9,8 @@ service -> ``EXTERNAL`` environment -> SDK worker processes) use the session fix
         with beam.Pipeline(options=options) as p:
             ...
 
-Enable it with ``pytest_plugins = ["tests.portable"]`` in ``tests/conftest.py`` (or import the
-fixture into the test module).
+Enable it with ``pytest_plugins = ["tests.support.portable"]`` in ``tests/conftest.py`` (or
+import the fixture into the test module).
 
 What runs (all traffic goes to ``localhost``, but Beam binds the pool's and the runner's
 control/data servers to ``[::]``, i.e. all interfaces; that is hard-coded):
@@ -28,7 +28,7 @@ Behaviour of apache-beam 2.77 that shapes this module (read in its source, then 
   that reads ``--direct_num_workers``, so ``FnApiRunner._num_workers`` stays 1. Neither
   ``--sdk_worker_parallelism`` (only read by the Java Flink/Spark job servers) nor
   ``--direct_num_workers``/``--direct_running_mode`` change that. By default this module
-  therefore starts the job service through a small launcher (``python -m tests.portable``)
+  therefore starts the job service through a small launcher (``python -m tests.support.portable``)
   that runs the same ``local_job_service_main.run()`` but makes the job's ``FnApiRunner`` use
   ``--sdk_worker_parallelism`` workers. The ``FnApiRunner`` then starts that many SDK worker
   processes via the pool and splits each stage's input across them (stateful stages stay on
@@ -92,7 +92,7 @@ if TYPE_CHECKING:
     from apache_beam.runners.portability.fn_api_runner.fn_runner import RunnerResult
     from apache_beam.runners.portability.local_job_service import BeamJob
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 """The repository root: put on the subprocesses' ``PYTHONPATH`` and used as their cwd."""
 
 DEFAULT_SDK_WORKER_PARALLELISM = 2
