@@ -42,7 +42,7 @@ TIERS = ("unit", "pipeline", "e2e", "portable", "emulators")
 UNIT_MODULES = frozenset({
     "test_batches", "test_cli", "test_columns", "test_compatibility", "test_config",
     "test_construction_errors", "test_dead_letters_properties", "test_devices",
-    "test_dockerfile", "test_handler", "test_isolation", "test_keywords",
+    "test_dockerfile", "test_handler", "test_isolation", "test_keywords", "test_layout",
     "test_live_versions", "test_loading", "test_messages", "test_model_cache",
     "test_prediction_log", "test_public_api", "test_reading", "test_rows", "test_support",
     "test_tables", "test_tensor_inputs", "test_validation", "test_versions", "test_warmup",
