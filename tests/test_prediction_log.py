@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from beam_infer import _prediction_log as bi_logs
-from beam_infer._prediction_log import row_tensor_proto
+from beam_infer._prediction_log import row_tensor_parts, row_tensor_proto
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64, np.int16,
@@ -26,6 +26,21 @@ def test_row_tensor_proto_equals_make_tensor_proto(dtype, shape):
     expected = tf.make_tensor_proto(row, dtype=tf.as_dtype(row.dtype).as_datatype_enum,
                                     shape=(1, *row.shape))
     assert row_tensor_proto(row) == expected
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64, np.uint8,
+                                   np.bool_, np.float16, object])
+@pytest.mark.parametrize("shape", [(3,), (3, 1), (3, 2, 2), (0,)])
+def test_row_tensor_parts_join_to_the_row_protos(dtype, shape):
+    rng = np.random.default_rng(0)
+    if dtype is object:
+        batch = np.array([b"v%d" % i for i in range(int(np.prod(shape)))],
+                         dtype=object).reshape(shape)
+    else:
+        batch = (rng.random(shape) * 100).astype(dtype)
+    prefix, payloads = row_tensor_parts(batch)
+    assert [prefix + payload for payload in payloads] == [
+        row_tensor_proto(np.asarray(r, dtype=batch.dtype)).SerializeToString() for r in batch]
 
 
 def _field_by_field_predict_log(example: bytes, output: np.ndarray, model: tuple[str, int]
