@@ -13,6 +13,7 @@ new subcommands are added without touching the others::
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import sys
@@ -195,9 +196,35 @@ def add_score(subparsers: Any) -> None:
     parser.set_defaults(handler=_score, passes_unknown_args=True)
 
 
+#: The checkout module ``score`` runs: named, never imported by name in the library.
+BATCH_SCORING_JOB = "pipelines.batch_scoring"
+
+
 def _score(args: argparse.Namespace, unknown: Sequence[str]) -> int:
+    batch_scoring = _checkout_job(BATCH_SCORING_JOB)
+    if "-h" in unknown or "--help" in unknown:
+        batch_scoring.parse_args(["--help"], prog=f"{PROG} score")
+    # The job's exit codes: 0 ok, 1 error, 2 usage, 3 too many failures, 4 nothing scored.
+    return batch_scoring.main(list(unknown), prog=f"{PROG} score")
+
+
+def _checkout_job(module: str) -> Any:
+    """The job ``module`` of a beam_infer checkout, found on ``sys.path`` as ``python -m`` does.
+
+    The library does not import the jobs (``pipelines/``): they are examples that live in
+    the checkout, are not installed, and reach workers pickled by value
+    (docs/packaging.md). ``score`` is a launcher for one of them, like ``python -m
+    pipelines.batch_scoring``: it looks the module up by name when the command runs and
+    calls its ``main`` in this process, so the job's output, progress lines (counted in
+    the ``sys.modules`` copy of ``pipelines.progress``), pickling and exit codes are the
+    same as when it is run directly. Moving the job into the library instead would
+    install a job (and its pickled-by-value helpers) with every ``pip install``.
+
+    Raises:
+        ConfigurationError: no checkout on the path (or the job cannot be imported).
+    """
     try:
-        from pipelines import batch_scoring  # the jobs live in a checkout, not installed
+        return importlib.import_module(module)
     except ImportError as e:
         raise ConfigurationError(
             "beam-infer score runs the batch scoring job, pipelines/batch_scoring.py, which "
@@ -205,11 +232,6 @@ def _score(args: argparse.Namespace, unknown: Sequence[str]) -> int:
             f"({e}). Run it from the checkout's root folder (python -m "
             "pipelines.batch_scoring works there too)."
         ) from e
-
-    if "-h" in unknown or "--help" in unknown:
-        batch_scoring.parse_args(["--help"], prog=f"{PROG} score")
-    # The job's exit codes: 0 ok, 1 error, 2 usage, 3 too many failures, 4 nothing scored.
-    return batch_scoring.main(list(unknown), prog=f"{PROG} score")
 
 
 # --- warmup ----------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from beam_infer._isolation import IsolatingHandler
 from beam_infer._keys import Keys
 from beam_infer._retries import ModelCaller
 from pipelines import models
-from tests import model_zoo
+from tests.support import model_zoo
 
 
 def _isolating(path: str) -> IsolatingHandler:

@@ -12,29 +12,17 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import apache_beam as beam
 import tensorflow as tf
 from apache_beam.runners.runner import PipelineResult
-from tensorflow_serving.apis import prediction_log_pb2
 
 import beam_infer as bi
 from pipelines import jobs, models
+from pipelines.formats import PredictionProcessor
 
 QUESTIONS = (105.0, 108.0, 1000.0, 1013.0)
-
-
-class PredictionProcessor(beam.DoFn):
-    """The seed's post-processing DoFn: ``input is [...] output is [...]``."""
-
-    def process(self, element: prediction_log_pb2.PredictionLog) -> Iterator[str]:
-        predict_log = element.predict_log
-        input_value = tf.train.Example.FromString(
-            predict_log.request.inputs["examples"].string_val[0])
-        output_value = predict_log.response.outputs["output_0"].float_val
-        yield (f"input is [{input_value.features.feature['x'].float_list.value}] "
-               f"output is {output_value}")
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:

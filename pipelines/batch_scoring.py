@@ -55,9 +55,9 @@ import beam_infer as bi
 from pipelines import (
     bigquery_preflight,
     finish,
+    formats,
     jobs,
     models,
-    postprocess,
     progress,
     run_report,
     services,
@@ -268,7 +268,7 @@ def _write_predictions(logs: beam.PCollection, job: Job) -> dict[str, Any]:
             | "AddLineage" >> beam.Map(with_lineage, lineage))
     if job.predictions is not None and job.output_format == "jsonl":
         sinks["written_files"] = rows | "CountWrittenFiles" >> beam.ParDo(CountWritten("files"))
-        sinks["files"] = sinks["written_files"] | "WriteRows" >> postprocess.WriteRows(
+        sinks["files"] = sinks["written_files"] | "WriteRows" >> formats.WriteRows(
             job.predictions.staging_prefix, fmt="jsonl", num_shards=job.num_shards)
     elif job.predictions is not None and job.output_format == "parquet":
         sinks["written_files"] = (rows

@@ -69,7 +69,7 @@ def require_credentials(job: str, flags: Sequence[str], options: PipelineOptions
         MissingCredentialsError: no credentials were found and the runner runs here.
 
     Example:
-        >>> require_credentials("pipelines.keyed", keyed.bigquery_flags(args), options)
+        >>> require_credentials("pipelines.keyed", question_rows.bigquery_flags(args), options)
     """
     if not flags:
         return

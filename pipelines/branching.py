@@ -22,7 +22,7 @@ import apache_beam as beam
 from apache_beam.runners.runner import PipelineResult
 
 import beam_infer as bi
-from pipelines import bigquery_preflight, jobs, keyed, postprocess
+from pipelines import bigquery_preflight, formats, jobs, question_rows
 
 
 def tag_model(row: Mapping[str, Any], model: str) -> dict[str, Any]:
@@ -32,7 +32,7 @@ def tag_model(row: Mapping[str, Any], model: str) -> dict[str, Any]:
 
 def format_tagged_row(row: Mapping[str, Any]) -> str:
     """``model is x5 key is ... input is ... output is ...``."""
-    return f"model is {row['model']} {postprocess.format_row(row)}"
+    return f"model is {row['model']} {formats.format_row(row)}"
 
 
 class ScoreWithModel(beam.PTransform):
@@ -59,13 +59,13 @@ class ScoreWithModel(beam.PTransform):
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    return keyed.add_two_model_parser("branching", "x5", "x10").parse_known_args(argv)
+    return question_rows.add_two_model_parser("branching", "x5", "x10").parse_known_args(argv)
 
 
 def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection:
     """Applies the job's steps and returns the flattened, tagged rows."""
-    five, ten = keyed.two_model_specs(args)
-    questions = keyed.read_questions(pipeline, args)
+    five, ten = question_rows.two_model_specs(args)
+    questions = question_rows.read_questions(pipeline, args)
     rows = (
         (questions | "MultiplyFive" >> ScoreWithModel(model="x5", spec=five),
          questions | "MultiplyTen" >> ScoreWithModel(model="x10", spec=ten))
@@ -73,7 +73,7 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection
     )
     lines = rows | "Format" >> beam.Map(format_tagged_row)
     jobs.print_and_write(lines, args.output or os.path.join(args.work_dir, "output"))
-    _ = rows | "WriteRows" >> postprocess.WriteRows(
+    _ = rows | "WriteRows" >> formats.WriteRows(
         args.rows_output or os.path.join(args.work_dir, "rows"), fmt="jsonl", num_shards=1)
     return rows
 
@@ -82,8 +82,8 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> PipelineResult:
     args, pipeline_args = parse_args(argv)
     options = jobs.job_options(pipeline_args, save_main_session)
-    bigquery_preflight.require_credentials("pipelines.branching", keyed.bigquery_flags(args),
-                                           options, test_pipeline)
+    bigquery_preflight.require_credentials(
+        "pipelines.branching", question_rows.bigquery_flags(args), options, test_pipeline)
     # After the BigQuery check, whose message names the flags that need BigQuery.
     jobs.check_services(args, pipeline_args)
     os.makedirs(args.work_dir, exist_ok=True)

@@ -25,7 +25,7 @@ from apache_beam.typehints import typehints
 from tensorflow_serving.apis import prediction_log_pb2
 
 import beam_infer as bi
-from pipelines import bigquery_preflight, jobs, keyed, models, postprocess
+from pipelines import bigquery_preflight, formats, jobs, models, question_rows
 
 CarriedKey = tuple[bytes, float]  # (original key, original input)
 
@@ -52,20 +52,20 @@ def to_cascade_row(element: tuple[CarriedKey, prediction_log_pb2.PredictionLog]
 
 
 def format_cascade_row(row: Mapping[str, Any]) -> str:
-    line = postprocess.format_row(row)
+    line = formats.format_row(row)
     head = f"key is {row['key']} "
     return f"{head}original input is {row['original_input']} {line.removeprefix(head)}"
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    return keyed.add_two_model_parser("cascade", "first", "second").parse_known_args(argv)
+    return question_rows.add_two_model_parser("cascade", "first", "second").parse_known_args(argv)
 
 
 def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection:
     """Applies the job's steps and returns the final rows."""
-    five, ten = keyed.two_model_specs(args)
+    five, ten = question_rows.two_model_specs(args)
     rows = (
-        keyed.read_questions(pipeline, args)
+        question_rows.read_questions(pipeline, args)
         | "MultiplyFive" >> bi.RunInference(five)
         | "ChainToNext" >> beam.Map(chain_to_next).with_output_types(
             typehints.Tuple[typehints.Tuple[bytes, float], tf.train.Example])
@@ -74,7 +74,7 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection
     )
     lines = rows | "Format" >> beam.Map(format_cascade_row)
     jobs.print_and_write(lines, args.output or os.path.join(args.work_dir, "output"))
-    _ = rows | "WriteRows" >> postprocess.WriteRows(
+    _ = rows | "WriteRows" >> formats.WriteRows(
         args.rows_output or os.path.join(args.work_dir, "rows"), fmt="jsonl", num_shards=1)
     return rows
 
@@ -83,7 +83,7 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> PipelineResult:
     args, pipeline_args = parse_args(argv)
     options = jobs.job_options(pipeline_args, save_main_session)
-    bigquery_preflight.require_credentials("pipelines.cascade", keyed.bigquery_flags(args),
+    bigquery_preflight.require_credentials("pipelines.cascade", question_rows.bigquery_flags(args),
                                            options, test_pipeline)
     # After the BigQuery check, whose message names the flags that need BigQuery.
     jobs.check_services(args, pipeline_args)

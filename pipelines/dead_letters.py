@@ -14,8 +14,6 @@ under ``--work_dir``::
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import os
 from collections.abc import Sequence
 
@@ -24,7 +22,7 @@ import tensorflow as tf
 
 import beam_infer as bi
 from pipelines import jobs, models
-from pipelines.basic import PredictionProcessor
+from pipelines.formats import PredictionProcessor, dead_letter_json
 
 GOOD_VALUES = (105.0, 108.0, 1000.0, 1013.0)
 
@@ -37,14 +35,6 @@ def bad_records() -> list[bytes]:
         "y": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0]))}))
     return [b"\x00not a proto\xff", models.make_example(3.0).SerializeToString()[:-3],
             wrong_kind.SerializeToString(), no_x.SerializeToString()]
-
-
-def dead_letter_json(letter: bi.DeadLetter) -> str:
-    """One JSON line per dead letter; the record is base64 so any bytes survive."""
-    element = letter.element
-    record = base64.b64encode(element).decode() if isinstance(element, bytes) else repr(element)
-    return json.dumps({"stage": letter.stage.value, "error_type": letter.error_type,
-                       "message": letter.message, "record_base64": record}, sort_keys=True)
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:

@@ -10,21 +10,18 @@ writes), and ``--output_table=PROJECT:DATASET.TABLE`` also writes BigQuery rows:
         --output=gs://b/rows --runner=DataflowRunner --project=P --region=R \\
         --temp_location=gs://b/tmp
 
-The row conversion is the library's ``beam_infer.PredictionLogToRows``; this module adds
-the sinks: ``to_flat_row`` (input/output as JSON text, one type per column, for CSV,
-BigQuery and Parquet), ``format_row`` (the seed's ``key is ... input is ... output is``)
-and ``WriteRows``.
+The row conversion is the library's ``beam_infer.PredictionLogToRows``; the sinks
+(``to_flat_row``: input/output as JSON text, one type per column, for CSV, BigQuery and
+Parquet; ``format_row``: the seed's ``key is ... input is ... output is``; ``WriteRows``)
+live in the shared helper module ``pipelines.formats``, which the other jobs use too, and
+are also reachable here.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import apache_beam as beam
 import tensorflow as tf
@@ -33,94 +30,17 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 import beam_infer as bi
 from pipelines import bigquery_preflight, jobs, models
-
-ROW_FORMATS = ("jsonl", "csv")
-CSV_COLUMNS = ("key", "input", "output", "model_version")
-# input and output are JSON text: one column type whatever the model's features are.
-BIGQUERY_SCHEMA = "key:STRING,input:STRING,output:STRING,model_version:STRING"
-PARQUET_COLUMNS = CSV_COLUMNS
-
-
-def to_flat_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A row from ``PredictionLogToRows`` with ``input`` and ``output`` as JSON text.
-
-    Example:
-        >>> to_flat_row({"key": "q1", "input": {"x": [105.0]},
-        ...              "output": {"output_0": [525.0]}, "model_version": None})["output"]
-        '{"output_0": [525.0]}'
-    """
-    return {
-        "key": None if row["key"] is None else str(row["key"]),
-        "input": json.dumps(row["input"], sort_keys=True),
-        "output": json.dumps(row["output"], sort_keys=True),
-        "model_version": row["model_version"],
-    }
-
-
-def csv_line(row: Mapping[str, Any]) -> str:
-    """One CSV line (no newline) of a flat row, columns ``CSV_COLUMNS``."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow(
-        ["" if row[c] is None else row[c] for c in CSV_COLUMNS])
-    return buffer.getvalue()
-
-
-def _single(values: Any) -> Any:
-    """A one-item mapping or list reduced to its item, as the seed prints answers."""
-    while isinstance(values, dict) and len(values) == 1:
-        values = next(iter(values.values()))
-    return values
-
-
-def format_row(row: Mapping[str, Any]) -> str:
-    """The seed's line: ``key is first_question input is [105.0] output is 525.0``.
-
-    A single input feature prints as its value list, a single output as its value.
-    """
-    output = _single(row["output"])
-    if isinstance(output, list) and len(output) == 1:
-        output = output[0]
-    return f"key is {row['key']} input is {_single(row['input'])} output is {output}"
-
-
-class WriteRows(beam.PTransform):
-    """Writes rows from ``PredictionLogToRows`` as JSON lines or CSV (with a header).
-
-    Args:
-        output: Output path prefix on any Beam filesystem.
-        fmt: ``"jsonl"`` or ``"csv"``.
-        num_shards: Output files; 0 lets the runner decide.
-
-    Example:
-        >>> rows | WriteRows("gs://bucket/answers", fmt="csv")
-    """
-
-    def __init__(self, output: str, *, fmt: str, num_shards: int = 0):
-        super().__init__()
-        if fmt not in ROW_FORMATS:
-            raise ValueError(f"WriteRows writes {', '.join(ROW_FORMATS)}; got {fmt!r}.")
-        self._output, self._fmt, self._num_shards = output, fmt, num_shards
-
-    def expand(self, rows: beam.PCollection) -> beam.pvalue.PDone:
-        if self._fmt == "jsonl":
-            lines = rows | "ToJson" >> beam.Map(lambda r: json.dumps(r, sort_keys=True))
-            header = None
-        else:
-            lines = rows | "ToCsv" >> beam.Map(lambda r: csv_line(to_flat_row(r)))
-            header = ",".join(CSV_COLUMNS)
-        return lines | "WriteText" >> beam.io.WriteToText(
-            self._output, file_name_suffix=f".{self._fmt}", header=header,
-            num_shards=self._num_shards)
-
-
-def write_to_bigquery(rows: beam.PCollection, table: str) -> Any:
-    """Appends rows to a BigQuery table (created if needed) with ``BIGQUERY_SCHEMA``."""
-    return (rows
-            | "ToBigQueryRows" >> beam.Map(to_flat_row)
-            | "WriteToBigQuery" >> beam.io.WriteToBigQuery(
-                table, schema=BIGQUERY_SCHEMA,
-                create_disposition=beam.io.BigQueryDisposition.CREATE_IF_NEEDED,
-                write_disposition=beam.io.BigQueryDisposition.WRITE_APPEND))
+from pipelines.formats import (  # noqa: F401 - also reachable as pipelines.postprocess.<name>
+    BIGQUERY_SCHEMA,
+    CSV_COLUMNS,
+    PARQUET_COLUMNS,
+    ROW_FORMATS,
+    WriteRows,
+    csv_line,
+    format_row,
+    to_flat_row,
+    write_to_bigquery,
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:

@@ -23,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 import beam_infer as bi
-from pipelines import columns, finish, keyed, run_report, staging, tables
+from pipelines import columns, finish, question_rows, run_report, staging, tables
 from pipelines.scoring_steps import Lineage
 
 DEFAULT_MAX_FAILURE_RATE = 0.01  # with --failed_output; without it, any failure fails
@@ -88,7 +88,7 @@ def _configure(args: argparse.Namespace, options: PipelineOptions) -> Job:
     pattern = staging.fill(args.input, run_date)
     input_table = staging.fill(args.input_table, run_date)
     query = staging.fill(args.query, run_date)
-    keyed.check_table("--input_table", input_table)
+    question_rows.check_table("--input_table", input_table)
     fmt = tables.detect_format(pattern, args.input_format) if pattern else None
     if fmt == "tfrecord" and args.key_column:
         raise ValueError(

@@ -30,7 +30,7 @@ from apache_beam.metrics import Metrics
 from tensorflow_serving.apis import prediction_log_pb2
 
 import beam_infer as bi
-from pipelines import columns, postprocess, progress, tables
+from pipelines import columns, formats, progress, tables
 
 READ = "batch_scoring_read_elements"
 SCORED = "batch_scoring_scored_elements"
@@ -38,9 +38,9 @@ FAILED = "batch_scoring_failed_elements"
 WRITTEN = "batch_scoring_written_rows"  # + "_files" / "_table": rows handed to each sink
 FAILED_TAG = "failed"
 MAX_ELEMENT_CHARS = 1000
-ROW_COLUMNS = (*postprocess.CSV_COLUMNS, "model_fingerprint")
+ROW_COLUMNS = (*formats.CSV_COLUMNS, "model_fingerprint")
 PARQUET_SCHEMA = pa.schema([(name, pa.string()) for name in ROW_COLUMNS])
-BIGQUERY_SCHEMA = postprocess.BIGQUERY_SCHEMA + ",model_fingerprint:STRING"
+BIGQUERY_SCHEMA = formats.BIGQUERY_SCHEMA + ",model_fingerprint:STRING"
 
 
 def failed_counter(stage: str) -> str:
@@ -194,7 +194,7 @@ def with_lineage(row: Mapping[str, Any], lineage: Lineage) -> dict[str, Any]:
 
 def flat_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """A lineage row for Parquet and BigQuery: input and output as JSON text."""
-    return {**postprocess.to_flat_row(row), "model_fingerprint": row["model_fingerprint"]}
+    return {**formats.to_flat_row(row), "model_fingerprint": row["model_fingerprint"]}
 
 
 def stamp_log(element: Any, lineage: Lineage) -> prediction_log_pb2.PredictionLog:

@@ -42,7 +42,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 import beam_infer as bi
 from pipelines import jobs, models
-from pipelines.dead_letters import dead_letter_json
+from pipelines.formats import dead_letter_json
 
 SENT_AT = "sent_at_micros"  # rides in each Example; the model reads only "x"
 

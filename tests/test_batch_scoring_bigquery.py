@@ -69,7 +69,7 @@ def test_a_tensor_model_scores_an_input_table_into_a_dated_table_and_reruns_repl
 
     # The same date again, scored by another model: the table holds this run's rows only.
     other = str(tmp_path / "ten")
-    from tests import model_zoo
+    from tests.support import model_zoo
 
     model_zoo.keras3_export(other, factor=10.0)
     assert _score(bigquery_beam, tmp_path, *flags, f"--model_path={other}") == 0

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import beam_infer as bi
 from pipelines import batch_scoring, run_report
-from tests.beam_helpers import run_collect
+from tests.support.beam_helpers import run_collect
 
 QUIET = ["--progress_secs=0"]
 

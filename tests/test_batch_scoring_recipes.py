@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import batch_scoring, finish, run_report
 from pipelines.templates import batch_scoring_flex
-from tests import model_zoo
+from tests.support import model_zoo
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DOC = (REPO / "docs" / "batch_scoring.md").read_text()

@@ -14,8 +14,8 @@ import beam_infer as bi
 from beam_infer._batches import BatchesHandler, as_batch
 from beam_infer._retries import ModelCaller
 from pipelines import models
-from tests import model_zoo
-from tests.beam_helpers import run_collect
+from tests.support import model_zoo
+from tests.support.beam_helpers import run_collect
 
 _NO_DEAD_LETTERS = (" on_batches() has no dead-letter output: to set failing elements aside "
                     "and score the rest, score them one by one with "
@@ -284,38 +284,6 @@ def test_a_model_call_that_times_out_is_retried_as_retry_says(fault_zoo):
         "(RetryConfig.call_timeout_secs). The model or machine was overloaded: run the batch "
         "again, or allow more attempts with "
         "RunInference(spec, retry=bi.RetryConfig(max_attempts=...))." + _NO_DEAD_LETTERS)
-
-def test_tfrecord_files_read_in_batches_score_like_the_records_one_by_one(zoo, work_dir):
-    records = [e.SerializeToString() for e in model_zoo.make_examples(range(7))]
-    for shard in range(2):
-        with tf.io.TFRecordWriter(str(work_dir / f"in-{shard}.tfrecord")) as writer:
-            for record in records[shard::2]:
-                writer.write(record)
-    spec = bi.ModelSpec(model_path=zoo.five)
-
-    def build(p: beam.Pipeline) -> dict[str, beam.PCollection]:
-        batches = p | bi.ReadTFRecordBatches(str(work_dir / "in-*.tfrecord"), batch_size=3)
-        return {"sizes": batches | beam.Map(len),
-                "logs": batches | bi.RunInference(spec).on_batches()}
-
-    outputs, _ = run_collect(build, str(work_dir / "out"))
-    assert sorted(outputs["sizes"]) == [1, 3, 3]  # 4 and 3 records per file
-    handler = bi.SavedModelHandler(spec)
-    assert sorted(b for logs in outputs["logs"] for b in _serialized(logs)) == sorted(
-        _per_element(handler, records))
-
-
-@pytest.mark.parametrize(("options", "message"), [
-    ({"batch_size": 0}, "ReadTFRecordBatches batch_size must be a positive integer; got 0. "
-                        "Pass the records per batch, e.g. batch_size=1024."),
-    ({"batch_size": 8, "compression_type": "gzip"},
-     "ReadTFRecordBatches compression_type must be '', 'GZIP' or 'ZLIB'; got 'gzip'."),
-])
-def test_batched_read_options_are_checked_when_the_pipeline_is_built(options, message):
-    with pytest.raises(bi.ConfigurationError) as error:
-        bi.ReadTFRecordBatches("in-*.tfrecord", **options)
-    assert str(error.value) == message
-
 
 def test_a_versioned_model_stamps_its_name_and_version_as_per_element_logs_do(tmp_path):
     base = model_zoo.versioned(tmp_path / "five", models.build_multiplier_model,

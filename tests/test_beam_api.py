@@ -26,8 +26,8 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 import beam_infer as bi
 from beam_infer import tensorflow_inference
 from beam_infer._messages import MAX_MESSAGE_CHARS
-from tests import object_store
-from tests.beam_helpers import run_collect
+from tests.support import object_store
+from tests.support.beam_helpers import run_collect
 
 X = [np.array([1.0, 2.0, 3.0], np.float32), np.array([10.0, 20.0, 30.0], np.float32)]
 

@@ -108,6 +108,7 @@ def test_unknown_flags_are_refused_for_inspect(zoo, capsys):
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
+@pytest.mark.e2e  # starts the batch job or a new interpreter
 def test_score_runs_the_batch_scoring_job(tmp_path, zoo, capsys):
     source = tmp_path / "in.csv"
     source.write_text("id,x\na,1\nb,2\n")
@@ -121,6 +122,7 @@ def test_score_runs_the_batch_scoring_job(tmp_path, zoo, capsys):
         ("a", [5.0]), ("b", [10.0])]
 
 
+@pytest.mark.e2e  # starts the batch job or a new interpreter
 def test_command_runs_as_a_separate_process(tmp_path, zoo):
     inspected = _run_cli("inspect", zoo.five, "--json", cwd=tmp_path)
     assert inspected.returncode == 0, inspected.stderr
@@ -136,6 +138,7 @@ def test_command_runs_as_a_separate_process(tmp_path, zoo):
     assert json.loads(path.read_text())["output"] == {"output_0": [30.0]}
 
 
+@pytest.mark.e2e  # starts the batch job or a new interpreter
 def test_console_script_is_declared(tmp_path):
     subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path)],
                    cwd=REPO, check=True, capture_output=True, timeout=120)
@@ -152,6 +155,7 @@ def test_console_script_is_declared(tmp_path):
         assert field in metadata
 
 
+@pytest.mark.e2e  # starts the batch job or a new interpreter
 def test_the_console_script_starts_quietly_and_fails_in_one_line(tmp_path):
     command = [sys.executable, "-c", "import sys, beam_infer_cli; sys.exit(beam_infer_cli.main())",
                "inspect", str(tmp_path / "nope")]

@@ -12,9 +12,9 @@ import beam_infer as bi
 from beam_infer._signatures import Feed, Operation, Signature, SignaturePlan, TensorInfo
 from beam_infer.saved_model import _compatibility
 from pipelines import streaming
-from tests import model_zoo
-from tests.publishing import publish
-from tests.test_pipelines_streaming import _later, _lines, _metrics
+from tests.support import model_zoo
+from tests.support.beam_helpers import beam_infer_metrics, later, read_number_lines
+from tests.support.publishing import publish
 
 MANUAL = 600.0
 
@@ -110,18 +110,18 @@ def test_an_incompatible_version_published_mid_stream_is_refused_and_nothing_is_
     os.makedirs(base)
     publish(base, 1)
     rate, duration = 25, 6.0
-    renamed = _later(2.5, lambda: publish(base, 2, input_alias="inputs"))
+    renamed = later(2.5, lambda: publish(base, 2, input_alias="inputs"))
     result = streaming.run(
         ["--model_path", base, "--output", str(tmp_path / "out"), "--rate", str(rate),
          "--duration_secs", str(duration), "--poll_interval_secs", "0.5"],
         save_main_session=False)
     renamed.join()
-    rows = sorted(_lines(str(tmp_path / "out")), key=lambda r: r["x"])
+    rows = sorted(read_number_lines(str(tmp_path / "out")), key=lambda r: r["x"])
     assert [int(r["x"]) for r in rows] == list(range(len(rows)))  # each exactly once
     assert len(rows) >= rate * duration - 1
     assert {r["version"] for r in rows} == {1.0}
     assert all(r["y"] == 5 * r["x"] for r in rows)
-    counters, _ = _metrics(result)
+    counters, _ = beam_infer_metrics(result)
     assert counters["model_load_failures"] == 1
     assert counters["incompatible_model_versions"] == 1
     assert "model_version_swaps" not in counters

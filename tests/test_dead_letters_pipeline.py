@@ -10,8 +10,8 @@ import tensorflow as tf
 from apache_beam.metrics.metric import MetricsFilter
 
 import beam_infer as bi
-from tests import model_zoo
-from tests.beam_helpers import run_collect
+from tests.support import model_zoo
+from tests.support.beam_helpers import run_collect
 
 MULTI_PROCESS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 

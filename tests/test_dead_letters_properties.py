@@ -13,7 +13,7 @@ import beam_infer as bi
 from beam_infer._isolation import IsolatingHandler
 from beam_infer._keys import Keys
 from beam_infer._retries import ModelCaller
-from tests import model_zoo
+from tests.support import model_zoo
 
 PROPERTY_SETTINGS = settings(max_examples=100, deadline=None,
                              suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -15,7 +15,7 @@ from beam_infer._isolation import IsolatingHandler
 from beam_infer._keys import Keys
 from beam_infer._retries import ModelCaller
 from beam_infer._validation import Failure
-from tests.beam_helpers import run_collect
+from tests.support.beam_helpers import run_collect
 
 
 def _isolating(path: str, *signatures: str, **options) -> IsolatingHandler:

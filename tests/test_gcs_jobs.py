@@ -30,7 +30,7 @@ from pipelines import (
     postprocess,
 )
 from tests.emulators.gcs import split
-from tests.publishing import publish
+from tests.support.publishing import publish
 
 pytestmark = pytest.mark.emulators
 

@@ -1,7 +1,7 @@
 """The remote-copy rules on GCS (gcp-storage-emulator), through the public API: a planted
 copy is not served, a re-export is, the default cache is private.
 
-Unsafe object names (``..`` parts) are tested with ``tests/object_store.py`` in
+Unsafe object names (``..`` parts) are tested with ``tests/support/object_store.py`` in
 ``test_model_cache.py``: gcp-storage-emulator drops the connection on an upload of such a
 name, so it cannot hold one.
 """
@@ -16,8 +16,8 @@ import pytest
 
 import beam_infer as bi
 from beam_infer.saved_model import _model_cache
-from tests import model_zoo
-from tests.beam_helpers import run_collect
+from tests.support import model_zoo
+from tests.support.beam_helpers import run_collect
 
 pytestmark = pytest.mark.emulators
 

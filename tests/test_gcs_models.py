@@ -12,8 +12,8 @@ from apache_beam.metrics.metric import MetricsFilter
 
 import beam_infer as bi
 from pipelines import models, streaming
-from tests import model_zoo
-from tests.publishing import publish
+from tests.support import model_zoo
+from tests.support.publishing import publish
 
 pytestmark = pytest.mark.emulators
 

@@ -13,7 +13,7 @@ import beam_infer as bi
 from beam_infer._isolation import IsolatingHandler
 from beam_infer._keys import Keys
 from beam_infer._retries import ModelCaller
-from tests import model_zoo
+from tests.support import model_zoo
 
 QUICK = bi.RetryConfig(max_attempts=3, initial_backoff_secs=0.01)
 
@@ -231,7 +231,7 @@ def test_load_metrics_are_reported_when_model_calls_run_under_a_timeout(zoo, tmp
     import apache_beam as beam
     from apache_beam.metrics.metric import MetricsFilter
 
-    from tests.beam_helpers import run_collect
+    from tests.support.beam_helpers import run_collect
 
     spec = bi.ModelSpec(model_path=zoo.five)
     retry = bi.RetryConfig(call_timeout_secs=30.0)

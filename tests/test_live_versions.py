@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import beam_infer as bi
-from tests import model_zoo
-from tests.publishing import publish
-from tests.remote_fs import remote
+from tests.support import model_zoo
+from tests.support.publishing import publish
+from tests.support.remote_fs import remote
 
 POLL = 0.3
 MANUAL = 600.0  # tests that call refresh() themselves keep batches from starting one

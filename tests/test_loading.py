@@ -11,8 +11,8 @@ from apache_beam.metrics.metric import MetricsFilter
 
 import beam_infer as bi
 from beam_infer.saved_model._loading import LoadedModel
-from tests import model_zoo
-from tests.beam_helpers import run_collect
+from tests.support import model_zoo
+from tests.support.beam_helpers import run_collect
 
 
 def test_corrupt_model_gives_a_load_error_that_names_the_path(zoo, tmp_path):

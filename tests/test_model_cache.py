@@ -13,9 +13,9 @@ import pytest
 import beam_infer as bi
 from beam_infer.saved_model import _model_cache
 from beam_infer.saved_model._loading import LoadedModel
-from tests import model_zoo, object_store
-from tests.beam_helpers import run_collect
-from tests.remote_fs import remote
+from tests.support import model_zoo, object_store
+from tests.support.beam_helpers import run_collect
+from tests.support.remote_fs import remote
 
 
 def _files(root: str) -> list[str]:

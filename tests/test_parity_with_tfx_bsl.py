@@ -13,8 +13,8 @@ from tfx_bsl.public.beam import RunInference as TfxRunInference
 from tfx_bsl.public.proto import model_spec_pb2
 
 import beam_infer as bi
-from tests import model_zoo
-from tests.beam_helpers import run_collect
+from tests.support import model_zoo
+from tests.support.beam_helpers import run_collect
 
 VALUES = (105.0, 108.0, 1000.0, 1013.0, -2.5, 0.0, 3.25)
 

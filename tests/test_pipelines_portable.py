@@ -10,7 +10,7 @@ from apache_beam.metrics.metric import MetricsFilter
 
 import beam_infer as bi
 from pipelines import basic, batch_scoring, branching, cascade, keyed, models, postprocess
-from tests.portable import (
+from tests.support.portable import (
     REPO_ROOT,
     PortableServices,
     portable_pipeline_options,

@@ -2,40 +2,16 @@
 
 from __future__ import annotations
 
-import glob
 import os
-import threading
 import time
 
 import apache_beam as beam
 import pytest
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import streaming
-from tests.publishing import publish
-
-
-def _lines(prefix: str) -> list[dict[str, float]]:
-    rows = []
-    for path in glob.glob(prefix + "-*.txt"):
-        with open(path) as f:
-            for line in f:
-                rows.append({k: float(v) for k, v in
-                             (field.split("=") for field in line.split())})
-    return rows
-
-
-def _metrics(result) -> tuple[dict, dict]:
-    metrics = result.metrics().query(MetricsFilter().with_namespace("beam_infer"))
-    return ({m.key.metric.name: m.committed for m in metrics["counters"]},
-            {m.key.metric.name: m.committed for m in metrics["distributions"]})
-
-
-def _later(delay: float, action) -> threading.Thread:
-    thread = threading.Thread(target=lambda: (time.sleep(delay), action()), daemon=True)
-    thread.start()
-    return thread
+from tests.support.beam_helpers import beam_infer_metrics, later, read_number_lines
+from tests.support.publishing import publish
 
 
 def _pubsub_transforms(args) -> dict[str, beam.PTransform]:
@@ -59,15 +35,15 @@ def test_copying_a_new_version_in_switches_scoring_without_loss_or_duplicates(tm
     os.makedirs(base)
     publish(base, 1)
     rate, duration = 25, 8.0
-    swapped = _later(4.0, lambda: publish(base, 2))
-    broken = _later(5.5, lambda: publish(base, 3, corrupt=True))
+    swapped = later(4.0, lambda: publish(base, 2))
+    broken = later(5.5, lambda: publish(base, 3, corrupt=True))
     started = time.time()
     result = streaming.run(
         ["--model_path", base, "--output", str(tmp_path / "out"), "--rate", str(rate),
          "--duration_secs", str(duration), "--poll_interval_secs", "0.5"],
         save_main_session=False)
     swapped.join(), broken.join()
-    rows = sorted(_lines(str(tmp_path / "out")), key=lambda r: r["x"])
+    rows = sorted(read_number_lines(str(tmp_path / "out")), key=lambda r: r["x"])
 
     # Every generated element scored exactly once.
     assert [int(r["x"]) for r in rows] == list(range(len(rows)))
@@ -80,7 +56,7 @@ def test_copying_a_new_version_in_switches_scoring_without_loss_or_duplicates(tm
     # v2 was published 4 s after start; it serves within poll interval + load time.
     first_v2 = versions.index(2) / rate
     assert first_v2 <= 4.0 + 0.5 + 2.0 + (time.time() - started - duration)
-    counters, distributions = _metrics(result)
+    counters, distributions = beam_infer_metrics(result)
     assert counters["model_load_failures"] == 1  # the corrupt v3, once
     assert counters["model_version_swaps"] == 1
     assert counters["warmup_records_replayed"] == 2  # one record, loaded v1 and v2
@@ -93,9 +69,9 @@ def test_thin_traffic_is_answered_within_the_batch_duration_bound(tmp_path):
         ["--work_dir", str(tmp_path), "--rate", "4", "--duration_secs", "3",
          "--max_batch_size", "64", "--max_batch_duration_secs", str(bound_secs)],
         save_main_session=False)
-    rows = _lines(str(tmp_path / "output"))
+    rows = read_number_lines(str(tmp_path / "output"))
     assert len(rows) >= 11
-    _, distributions = _metrics(result)
+    _, distributions = beam_infer_metrics(result)
     inference_ms = distributions["inference_batch_latency_micro_secs"].max / 1e3
     # The bound the issue asks for, plus the local runner's hand-over between steps
     # (tens of ms, more when other jobs share the CPU). Without the bound, elements would

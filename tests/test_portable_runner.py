@@ -15,7 +15,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
-from tests.portable import PortableServices
+from tests.support.portable import PortableServices
 
 _NUM_ELEMENTS = 2000
 

@@ -25,7 +25,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from pipelines import models, streaming
 from tests.emulators.pubsub import PROJECT
-from tests.publishing import publish
+from tests.support.publishing import publish
 
 pytestmark = pytest.mark.emulators
 

@@ -30,7 +30,7 @@ from beam_infer.remote import (
 )
 from beam_infer.saved_model._files import read_saved_model
 from beam_infer.saved_model._loading import LoadedModel
-from tests import model_zoo
+from tests.support import model_zoo
 
 pytestmark = pytest.mark.emulators
 

@@ -9,8 +9,8 @@ import pytest
 from tensorflow_serving.apis import prediction_log_pb2
 
 import beam_infer as bi
-from tests import model_zoo
-from tests.beam_helpers import run_collect
+from tests.support import model_zoo
+from tests.support.beam_helpers import run_collect
 
 
 def _logs(model_path: str, values: list[float], *signature_names: str) -> list:

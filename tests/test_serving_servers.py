@@ -25,7 +25,7 @@ from tensorflow_serving.apis import (
 )
 
 from beam_infer.saved_model._files import read_saved_model
-from tests import model_zoo
+from tests.support import model_zoo
 
 pytestmark = pytest.mark.emulators
 

@@ -6,8 +6,8 @@ import apache_beam as beam
 import tensorflow as tf
 
 import beam_infer as bi
-from tests import model_zoo
-from tests.beam_helpers import run_collect
+from tests.support import model_zoo
+from tests.support.beam_helpers import run_collect
 
 
 def test_model_shared_across_processes_scores_through_the_proxy(zoo, tmp_path):

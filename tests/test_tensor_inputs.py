@@ -9,9 +9,8 @@ import tensorflow as tf
 from apache_beam.ml.inference.base import PredictionResult
 
 import beam_infer as bi
-from beam_infer._prediction_log import row_tensor_parts, row_tensor_proto
-from tests import model_zoo
-from tests.beam_helpers import run_collect
+from tests.support import model_zoo
+from tests.support.beam_helpers import run_collect
 
 
 def _handler(path: str, *signatures: str, **options) -> bi.SavedModelHandler:
@@ -252,21 +251,6 @@ def test_num_bytes_counts_tensor_values(zoo):
     handler = _handler(zoo.tensors)
     batch = [{"x": np.zeros(2, np.float32), "count": np.int64(1), "label": "abc"}]
     assert handler.get_num_bytes(batch) == 8 + 8 + 3
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64, np.uint8,
-                                   np.bool_, np.float16, object])
-@pytest.mark.parametrize("shape", [(3,), (3, 1), (3, 2, 2), (0,)])
-def test_row_tensor_parts_join_to_the_row_protos(dtype, shape):
-    rng = np.random.default_rng(0)
-    if dtype is object:
-        batch = np.array([b"v%d" % i for i in range(int(np.prod(shape)))],
-                         dtype=object).reshape(shape)
-    else:
-        batch = (rng.random(shape) * 100).astype(dtype)
-    prefix, payloads = row_tensor_parts(batch)
-    assert [prefix + payload for payload in payloads] == [
-        row_tensor_proto(np.asarray(r, dtype=batch.dtype)).SerializeToString() for r in batch]
 
 
 def test_pipeline_keyed_and_unkeyed_logs_and_results(zoo, tmp_path):

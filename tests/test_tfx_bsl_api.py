@@ -20,8 +20,8 @@ from tfx_bsl.public.beam import run_inference as tfx_beam
 from tfx_bsl.public.proto import model_spec_pb2
 
 import beam_infer as bi
-from tests import model_zoo
-from tests.beam_helpers import run_collect
+from tests.support import model_zoo
+from tests.support.beam_helpers import run_collect
 
 PredictionLog = prediction_log_pb2.PredictionLog
 

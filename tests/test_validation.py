@@ -10,7 +10,7 @@ import tensorflow as tf
 import beam_infer as bi
 from beam_infer._validation import Failure, FeatureRule, Validator
 from beam_infer.saved_model._backend import validator as saved_model_validator
-from tests import model_zoo
+from tests.support import model_zoo
 
 X_RULE = FeatureRule(name="x", kind="float_list", length=1, required=True, shape=(1,))
 
@@ -159,7 +159,7 @@ def test_a_graph_that_cannot_be_read_leaves_only_the_type_checks(zoo, tmp_path):
 
 
 def test_a_versioned_base_path_is_validated_with_its_serving_versions_rules(base, tmp_path):
-    from tests.beam_helpers import run_collect
+    from tests.support.beam_helpers import run_collect
 
     no_x = tf.train.Example(features=tf.train.Features(feature={
         "y": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0]))}))

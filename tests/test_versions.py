@@ -11,9 +11,9 @@ import pytest
 import beam_infer as bi
 from beam_infer.saved_model import _versions
 from pipelines import models
-from tests import model_zoo
-from tests.beam_helpers import run_collect
-from tests.remote_fs import remote
+from tests.support import model_zoo
+from tests.support.beam_helpers import run_collect
+from tests.support.remote_fs import remote
 
 
 def _versioned(tmp_path, versions=(1, 2)) -> str:

@@ -17,8 +17,8 @@ import beam_infer as bi
 from beam_infer._cli import main as cli
 from beam_infer.saved_model._loading import LoadedModel
 from pipelines import models
-from tests import model_zoo
-from tests.beam_helpers import run_collect
+from tests.support import model_zoo
+from tests.support.beam_helpers import run_collect
 
 WARMUP = os.path.join("assets.extra", "tf_serving_warmup_requests")
 

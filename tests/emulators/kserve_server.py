@@ -188,7 +188,7 @@ def kserve_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KServe]
     """KServe serving ``five`` (y = 5x, Examples) and ``dense`` (Keras 3, float x)."""
     pytest.importorskip("kserve")
     from pipelines import models as demo
-    from tests import model_zoo
+    from tests.support import model_zoo
     from tests.emulators import _server
 
     root = tmp_path_factory.mktemp("kserve")

@@ -855,7 +855,7 @@ def tf_serving_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TfS
     ``tf1`` (the estimator-style classify/regress/predict model, versions 1 and 2) and
     ``tensors`` (named-tensor predict signatures), all from tests/model_zoo.py."""
     from pipelines import models as demo
-    from tests import model_zoo
+    from tests.support import model_zoo
 
     root = tmp_path_factory.mktemp("tf_serving")
     five = {v: demo.build_multiplier_model(str(root / "five" / str(v)), 5.0 * v) for v in (1, 2)}

@@ -7,7 +7,7 @@ import shutil
 
 import beam_infer as bi
 from pipelines import models
-from tests import model_zoo
+from tests.support import model_zoo
 
 
 def publish(base: str, version: int, *, corrupt: bool = False, drop: tuple[str, ...] = (),

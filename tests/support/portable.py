@@ -9,8 +9,8 @@ service -> ``EXTERNAL`` environment -> SDK worker processes) use the session fix
         with beam.Pipeline(options=options) as p:
             ...
 
-Enable it with ``pytest_plugins = ["tests.portable"]`` in ``tests/conftest.py`` (or import the
-fixture into the test module).
+Enable it with ``pytest_plugins = ["tests.support.portable"]`` in ``tests/conftest.py`` (or
+import the fixture into the test module).
 
 What runs (all traffic goes to ``localhost``, but Beam binds the pool's and the runner's
 control/data servers to ``[::]``, i.e. all interfaces; that is hard-coded):
@@ -28,7 +28,7 @@ Behaviour of apache-beam 2.77 that shapes this module (read in its source, then 
   that reads ``--direct_num_workers``, so ``FnApiRunner._num_workers`` stays 1. Neither
   ``--sdk_worker_parallelism`` (only read by the Java Flink/Spark job servers) nor
   ``--direct_num_workers``/``--direct_running_mode`` change that. By default this module
-  therefore starts the job service through a small launcher (``python -m tests.portable``)
+  therefore starts the job service through a small launcher (``python -m tests.support.portable``)
   that runs the same ``local_job_service_main.run()`` but makes the job's ``FnApiRunner`` use
   ``--sdk_worker_parallelism`` workers. The ``FnApiRunner`` then starts that many SDK worker
   processes via the pool and splits each stage's input across them (stateful stages stay on
@@ -92,7 +92,7 @@ if TYPE_CHECKING:
     from apache_beam.runners.portability.fn_api_runner.fn_runner import RunnerResult
     from apache_beam.runners.portability.local_job_service import BeamJob
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 """The repository root: put on the subprocesses' ``PYTHONPATH`` and used as their cwd."""
 
 DEFAULT_SDK_WORKER_PARALLELISM = 2
@@ -411,6 +411,8 @@ def start_job_service(
     Returns:
         The running job service; ``address`` is the ``--job_endpoint``.
     """
+    if honor_sdk_worker_parallelism:
+        check_beam_privates()  # here, so the test fails with the message, not a dead service
     module = (
         _THIS_MODULE
         if honor_sdk_worker_parallelism
@@ -567,6 +569,117 @@ def portable_runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portab
         yield services
 
 
+BEAM_WRITTEN_AGAINST = "2.77"
+"""The apache-beam version whose private ``BeamJob._invoke_runner`` the launcher replaces."""
+
+PATCHED_PRIVATE = "apache_beam.runners.portability.local_job_service.BeamJob._invoke_runner"
+"""The Beam private the launcher replaces (``run_job_service``)."""
+
+
+class BeamPrivateChangedError(RuntimeError):
+    """The Beam internals ``run_job_service`` relies on are not what it was written for."""
+
+
+def beam_private_problems(beam_job: type, fn_api_runner: type) -> list[str]:
+    """What differs, in ``beam_job`` and ``fn_api_runner``, from the Beam the patch expects.
+
+    The replacement ``_invoke_runner_with_sdk_worker_parallelism`` is a copy of Beam 2.77's
+    ``BeamJob._invoke_runner`` (a method of ``self`` alone that builds an ``FnApiRunner``
+    with ``provision_info`` and returns ``run_via_runner_api(pipeline_proto, options)``),
+    plus one line setting the private ``FnApiRunner._num_workers``. Each of those is checked:
+    the method is a plain function taking only ``self``; the job sets ``_provision_info``,
+    ``_pipeline_proto`` and ``_job_id`` and has ``set_state`` and ``pipeline_options``;
+    ``FnApiRunner(provision_info=...)`` works, sets an int ``_num_workers`` and has
+    ``run_via_runner_api``.
+
+    Args:
+        beam_job: ``local_job_service.BeamJob`` (a stand-in in tests).
+        fn_api_runner: ``fn_runner.FnApiRunner`` (a stand-in in tests).
+
+    Returns:
+        One line per difference; empty when the patch fits.
+    """
+    import inspect
+
+    problems = []
+    original = inspect.getattr_static(beam_job, "_invoke_runner", None)
+    if original is None:
+        problems.append(f"{beam_job.__name__}._invoke_runner no longer exists")
+    elif not inspect.isfunction(original):
+        problems.append(f"{beam_job.__name__}._invoke_runner is a {type(original).__name__}, "
+                        "not a plain method")
+    else:
+        parameters = list(inspect.signature(original).parameters)
+        if parameters != ["self"]:
+            problems.append(f"{beam_job.__name__}._invoke_runner takes "
+                            f"({', '.join(parameters)}), not (self)")
+    sources = []
+    for klass in beam_job.__mro__:
+        init = vars(klass).get("__init__")
+        if inspect.isfunction(init):
+            with contextlib.suppress(OSError, TypeError):
+                sources.append(inspect.getsource(init))
+    for attribute in ("_provision_info", "_pipeline_proto", "_job_id"):
+        if not any(f"self.{attribute} =" in source for source in sources):
+            problems.append(f"{beam_job.__name__} no longer sets self.{attribute}")
+    for method in ("set_state", "pipeline_options"):
+        if not callable(getattr(beam_job, method, None)):
+            problems.append(f"{beam_job.__name__}.{method} is gone")
+    if "provision_info" not in inspect.signature(fn_api_runner.__init__).parameters:
+        problems.append(f"{fn_api_runner.__name__}() no longer takes provision_info")
+    else:
+        try:
+            workers = getattr(fn_api_runner(provision_info=None), "_num_workers", None)
+        except Exception as e:  # noqa: BLE001 - reported with the rest
+            problems.append(f"{fn_api_runner.__name__}(provision_info=None) raised "
+                            f"{type(e).__name__}: {e}")
+        else:
+            if not isinstance(workers, int):
+                problems.append(f"{fn_api_runner.__name__} no longer keeps an int _num_workers "
+                                f"(found {workers!r})")
+    if not callable(getattr(fn_api_runner, "run_via_runner_api", None)):
+        problems.append(f"{fn_api_runner.__name__}.run_via_runner_api is gone")
+    return problems
+
+
+def check_beam_privates(beam_job: type | None = None, fn_api_runner: type | None = None
+                        ) -> None:
+    """Fails, saying which Beam private changed and what to do, if the patch no longer fits.
+
+    Called where the patch is applied (``run_job_service``) and before the job service is
+    started with it (``start_job_service``), so a Beam upgrade that changes these internals
+    fails the portable tests at once with this message instead of breaking them silently
+    (a job service that runs one SDK worker, or dies while starting).
+
+    Args:
+        beam_job: Defaults to Beam's ``local_job_service.BeamJob``.
+        fn_api_runner: Defaults to Beam's ``fn_runner.FnApiRunner``.
+
+    Raises:
+        BeamPrivateChangedError: see ``beam_private_problems``.
+    """
+    import apache_beam
+
+    if beam_job is None:
+        from apache_beam.runners.portability import local_job_service
+
+        beam_job = local_job_service.BeamJob
+    if fn_api_runner is None:
+        from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+        fn_api_runner = fn_runner.FnApiRunner
+    problems = beam_private_problems(beam_job, fn_api_runner)
+    if problems:
+        raise BeamPrivateChangedError(
+            f"tests/support/portable.py replaces the Beam private {PATCHED_PRIVATE} "
+            f"(written against apache-beam {BEAM_WRITTEN_AGAINST}; installed: "
+            f"{apache_beam.__version__}), and it changed: {'; '.join(problems)}. Read the "
+            "installed BeamJob._invoke_runner and update "
+            "_invoke_runner_with_sdk_worker_parallelism (and BEAM_WRITTEN_AGAINST) to match; "
+            "meanwhile portable_services(honor_sdk_worker_parallelism=False) runs the stock "
+            "job service (one SDK worker per job).")
+
+
 def _invoke_runner_with_sdk_worker_parallelism(self: BeamJob) -> RunnerResult:
     """Replacement for ``BeamJob._invoke_runner`` that honours ``--sdk_worker_parallelism``."""
     from apache_beam.options.pipeline_options import PortableOptions
@@ -595,6 +708,7 @@ def run_job_service(argv: Sequence[str] | None = None) -> None:
     """
     from apache_beam.runners.portability import local_job_service, local_job_service_main
 
+    check_beam_privates(local_job_service.BeamJob)
     local_job_service.BeamJob._invoke_runner = _invoke_runner_with_sdk_worker_parallelism
     import beam_infer
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import glob
 import pickle
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 
@@ -49,3 +52,28 @@ def run_collect(build: Callable[[beam.Pipeline], dict[str, beam.PCollection]], t
     result = pipeline.run()
     result.wait_until_finish()
     return {name: read_all(f"{tmp_dir}/{name}/part") for name in outputs}, result
+
+
+def read_number_lines(prefix: str) -> list[dict[str, float]]:
+    """The ``name=value name=value`` lines of the text files ``prefix-*.txt``, as floats."""
+    rows = []
+    for path in glob.glob(prefix + "-*.txt"):
+        with open(path) as f:
+            for line in f:
+                rows.append({k: float(v) for k, v in
+                             (field.split("=") for field in line.split())})
+    return rows
+
+
+def beam_infer_metrics(result: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The committed ``beam_infer`` counters and distributions of ``result``, by name."""
+    metrics = result.metrics().query(MetricsFilter().with_namespace("beam_infer"))
+    return ({m.key.metric.name: m.committed for m in metrics["counters"]},
+            {m.key.metric.name: m.committed for m in metrics["distributions"]})
+
+
+def later(delay: float, action: Callable[[], Any]) -> threading.Thread:
+    """Runs ``action`` after ``delay`` seconds in a daemon thread (started)."""
+    thread = threading.Thread(target=lambda: (time.sleep(delay), action()), daemon=True)
+    thread.start()
+    return thread
