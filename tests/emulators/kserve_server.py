@@ -188,8 +188,8 @@ def kserve_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KServe]
     """KServe serving ``five`` (y = 5x, Examples) and ``dense`` (Keras 3, float x)."""
     pytest.importorskip("kserve")
     from pipelines import models as demo
-    from tests.support import model_zoo
     from tests.emulators import _server
+    from tests.support import model_zoo
 
     root = tmp_path_factory.mktemp("kserve")
     five = demo.build_multiplier_model(str(root / "five"), 5.0)

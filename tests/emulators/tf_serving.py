@@ -853,7 +853,7 @@ def serving(models: Mapping[str, Mapping[int, str]],
 def tf_serving_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TfServing]:
     """Models: ``five`` (version 1 y = 5x, version 2 y = 10x; labels stable=1, canary=2),
     ``tf1`` (the estimator-style classify/regress/predict model, versions 1 and 2) and
-    ``tensors`` (named-tensor predict signatures), all from tests/model_zoo.py."""
+    ``tensors`` (named-tensor predict signatures), all from tests/support/model_zoo.py."""
     from pipelines import models as demo
     from tests.support import model_zoo
 
