@@ -37,6 +37,7 @@ from beam_infer._encoding import ExampleLike
 from beam_infer._errors import ConfigurationError
 from beam_infer._handler import SavedModelHandler
 from beam_infer._keyed_batches import is_list_type
+from beam_infer._keys import Keys
 from beam_infer._prediction_log import PredictionLog
 from beam_infer._transform import RunInference
 from beam_infer.saved_model._override import LoadOverrideFn
@@ -185,29 +186,30 @@ def _chain(pcoll: beam.PCollection, steps: list[beam.PTransform], output_type: A
     Each step sees ``(carried, value)`` pairs, so the element and the logs so far ride
     through it as the key, untouched.
     """
-    keyed = _key_type(pcoll.element_type) is not None
+    # As tfx-bsl: declared pairs are keyed, and so is any 2-tuple of undeclared input.
+    keys = Keys.ALL if _key_type(pcoll.element_type) is not None else Keys.PER_ELEMENT
     carried = pcoll | "PairWithInput" >> beam.Map(lambda e: ((e,), e)).with_output_types(
         typehints.Tuple[Any, Any])
     for index, step in enumerate(steps):
         carried = (carried
-                   | f"Model[{index}]" >> _Iteration(step, keyed))
+                   | f"Model[{index}]" >> _Iteration(step, keys))
     return carried | "ExtractResults" >> beam.Map(
-        _extract, keyed).with_output_types(output_type)
+        _extract, keys).with_output_types(output_type)
 
 
 class _Iteration(beam.PTransform):
     """One model of the chain: scores the value, appends its log to the carried tuple."""
 
-    def __init__(self, step: beam.PTransform, keyed: bool):
+    def __init__(self, step: beam.PTransform, keys: Keys):
         super().__init__()
         self._step = step
-        self._keyed = keyed
+        self._keys = keys
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
-        keyed = self._keyed
+        keys = self._keys
         return (pcoll
                 | "SelectValue" >> beam.MapTuple(
-                    lambda carried, _: (carried, _value(carried[0], keyed)))
+                    lambda carried, _: (carried, keys.split(carried[0])[2]))
                 .with_output_types(typehints.Tuple[Any, Any])
                 | "RunInference" >> self._step
                 | "ExtendResults" >> beam.MapTuple(
@@ -215,18 +217,10 @@ class _Iteration(beam.PTransform):
                 .with_output_types(typehints.Tuple[Any, Any]))
 
 
-def _value(element: Any, keyed: bool) -> Any:
-    """What the models score: the value of a keyed element, else the element."""
-    if keyed or (type(element) is tuple and len(element) == 2):
-        return element[1]
-    return element
-
-
-def _extract(carried_and_none: tuple[tuple[Any, ...], None], keyed: bool) -> Any:
+def _extract(carried_and_none: tuple[tuple[Any, ...], None], keys: Keys) -> Any:
     (element, *logs), _ = carried_and_none
-    if keyed or (type(element) is tuple and len(element) == 2):
-        return element[0], tuple(logs)
-    return tuple(logs)
+    _, key, value = keys.split(element)  # a pair gives its value, anything else itself
+    return (key, tuple(logs)) if value is not element else tuple(logs)
 
 
 def _key_type(input_type: Any) -> Any:

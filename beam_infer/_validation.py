@@ -1,6 +1,8 @@
 """Cheap, certain checks of each element before it reaches the model.
 
-What a signature needs is read from the SavedModel's graph while the pipeline is built:
+What a signature needs is read from the model's graph while the pipeline is built (the
+backend hands it over: a SavedModel's MetaGraph; a backend without a graph, such as an
+endpoint, gets the type and tensor checks only):
 when the serialized input flows (through function calls and ``Identity`` only) into a
 ``ParseExample``/``ParseExampleV2`` op, the elements must be ``tf.train.Example``s and
 the op's attributes say which features it requires, of which kind and length; the same
