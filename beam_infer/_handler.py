@@ -162,18 +162,19 @@ class InferenceHandler(base.ModelHandler[Any, PredictionLog | PredictionResult, 
                             version=version, loads=tuple(events))
 
     def report_loads(self, results: ModelResults) -> None:
-        """Metrics for the model loads ``results`` carries; call it from the bundle's thread."""
+        """Metrics for the events (loads, requests) ``results`` carries; call it from the
+        bundle's thread."""
         for event in results.loads:
-            _metrics.report_load(event)
+            _metrics.report_event(event)
 
     def report_pending_loads(self, model: Servable) -> None:
-        """Metrics for loads a failed call left unreported; call it from the bundle's thread.
+        """Metrics for events a failed call left unreported; call it from the bundle's thread.
 
         For bundles that succeed although a call failed (its elements became dead
         letters): a later call may never come, or fail too.
         """
         for event in model.take_load_events():
-            _metrics.report_load(event)
+            _metrics.report_event(event)
 
     def build_outputs(self, batch: Sequence[Any], encoded: EncodedBatch,
                       results: ModelResults) -> list[PredictionLog] | list[PredictionResult]:
