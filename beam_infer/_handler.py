@@ -8,7 +8,8 @@ keeps the servable in a shared handle). Keys, retries, isolation, dead letters a
 example lists are wrappers around the handler (``_isolation``, ``_retries``,
 ``_keyed_batches``, ``_batches``), not flags of it.
 
-``SavedModelHandler`` is the handler of a SavedModel (``beam_infer.saved_model``).
+``SavedModelHandler`` is the handler of a SavedModel (``beam_infer.saved_model``),
+``EndpointHandler`` of a model behind a serving endpoint (``beam_infer.remote``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from beam_infer._outputs import OutputFormat, output_format
 from beam_infer._signatures import Feed, Operation, SignaturePlan
 from beam_infer._stages import EncodedBatch, ModelResults
 from beam_infer._validation import Validator
+from beam_infer.remote import EndpointSpec, RemoteBackend
 from beam_infer.saved_model import SavedModelBackend
 from beam_infer.saved_model._override import LoadOverrideFn
 
@@ -262,6 +264,41 @@ class SavedModelHandler(InferenceHandler):
     @property
     def load_override_fn(self) -> LoadOverrideFn | None:
         return self._backend.load_override_fn
+
+
+@checked_keywords
+class EndpointHandler(InferenceHandler):
+    """``SavedModelHandler``'s sibling for a model behind a serving endpoint.
+
+    The endpoint's signatures are read from the server when the handler is built (see
+    ``EndpointSpec``), so an unreachable server or a wrong model or signature fails
+    pipeline construction, within seconds. Works with ``beam_infer.RunInference`` and
+    with Beam's own ``RunInference`` and ``KeyedModelHandler``.
+
+    Args:
+        spec: A ``beam_infer.EndpointSpec``.
+        output: ``Output.PREDICTION_LOG`` (default) or the lean ``Output.RESULT``.
+
+    Raises:
+        ConfigurationError: the endpoint cannot be read or its signatures do not fit, or
+            ``output`` is not an ``Output``; the message says how to fix it.
+
+    Example:
+        >>> handler = EndpointHandler(EndpointSpec.from_url("grpc://host:8500/models/five"))
+        >>> logs = pcoll | apache_beam.ml.inference.RunInference(handler)
+    """
+
+    def __init__(self, spec: EndpointSpec, *, output: Output = Output.PREDICTION_LOG):
+        _check_output(output)  # before the server is asked
+        if not isinstance(spec, EndpointSpec):
+            raise ConfigurationError(
+                f"EndpointHandler takes a beam_infer.EndpointSpec; got "
+                f"{type(spec).__name__}. For a SavedModel use SavedModelHandler.")
+        super().__init__(RemoteBackend(spec), output=output)
+
+    @property
+    def spec(self) -> EndpointSpec:
+        return self._backend.spec
 
 
 def _check_output(output: Any) -> None:
