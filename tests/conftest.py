@@ -31,7 +31,7 @@ UNIT_MODULES = frozenset({
     "test_construction_errors", "test_dead_letters_properties", "test_devices", "test_handler",
     "test_isolation",
     "test_live_versions", "test_loading", "test_messages", "test_model_cache",
-    "test_public_api", "test_remote_codecs", "test_rows", "test_tables",
+    "test_public_api", "test_remote_codecs", "test_remote_spec", "test_rows", "test_tables",
     "test_tensor_inputs", "test_validation", "test_versions", "test_warmup",
 })
 
