@@ -113,6 +113,10 @@ def test_rest_slow_answers_time_out_and_every_element_is_scored(tf_serving, tmp_
     (logs,), result = run_with_metrics(transform, examples(*VALUES), str(tmp_path))
     assert scored_values(logs) == VALUES
     assert counter(result, "remote_request_failures_timeout") == 1
+    deadline = time.monotonic() + 30  # the abandoned request finishes: not in the next test
+    while tf_serving.faults.rows_scored < len(VALUES) + 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert tf_serving.faults.rows_scored == len(VALUES) + 3
 
 
 def test_connections_dropped_mid_batch_are_retried(tf_serving, tmp_path):
