@@ -8,9 +8,10 @@ plans them with ``_signatures.plan`` as a local model's are.
 On the worker ``RemoteServable.call`` turns one model call into requests:
 
 * **split** by rows (``EndpointSpec.request_rows``) and by request bytes
-  (``request_bytes``; measured on the request as it will be sent): a part over the cap
-  is halved, and an element whose own request is over it fails alone, before anything
-  is sent, with ``ElementTooLargeError`` naming the cap (isolation dead-letters it). A
+  (``request_bytes``; measured on the request as it will be sent, built in the thread
+  that sends it): a part over the cap is halved, and an element whose own request is
+  over it is never sent: the call fails with ``ElementTooLargeError`` naming the cap
+  and isolation dead-letters that element alone (the others' answers are kept, below). A
   server's ``RequestTooLargeError`` (413) halves the part and lowers the cap for later
   calls;
 * **sent** with at most ``max_in_flight`` requests in flight per worker process, all
@@ -504,20 +505,23 @@ class RemoteServable:
 
     def _split(self, group: int, calls: list[tuple[str, Mapping]], rows: np.ndarray
                ) -> list[_Part]:
+        """``rows`` in parts of at most ``request_rows``; each is built (and fitted under
+        the byte cap) where it is sent, so building overlaps other parts' requests."""
         if len(rows) == 0:
             return []
         whole = len(rows) == rows_of(calls[0][1])
         parts = []
         for chunk in split_rows(rows, self._spec.request_rows):
-            parts.extend(self._fit(group, calls, chunk, whole and len(chunk) == len(rows)))
+            sub = [(name, dict(feeds) if whole and len(chunk) == len(rows)
+                    else take(feeds, _index(chunk))) for name, feeds in calls]
+            parts.append(_Part(group, chunk, sub, None, 0))
         return parts
 
     def _fit(self, group: int, calls: list[tuple[str, Mapping]], chunk: np.ndarray,
              whole: bool) -> list[_Part]:
         """``chunk`` as requests under the byte cap (halved until each fits)."""
-        index = slice(int(chunk[0]), int(chunk[-1]) + 1) \
-            if int(chunk[-1]) - int(chunk[0]) + 1 == len(chunk) else chunk
-        sub = [(name, dict(feeds) if whole else take(feeds, index)) for name, feeds in calls]
+        sub = [(name, dict(feeds) if whole else take(feeds, _index(chunk)))
+               for name, feeds in calls]
         prepared = self._client.requests(sub)
         size = self._client.prepared_bytes(prepared)
         if size <= self._cap:
@@ -552,11 +556,21 @@ class RemoteServable:
         if stop is not None and stop.is_set():
             return _NotSent()
         try:
-            return self._request(part)
+            return self._fitted(part)
         except RemoteError as e:
             if stop is not None:
                 stop.set()  # parts not yet sent wait for the retry
             return e
+
+    def _fitted(self, part: _Part):
+        """Builds ``part``'s request (halved while over the byte cap) and sends it."""
+        if part.prepared is not None:
+            return self._request(part)
+        pieces = self._fit(part.group, part.calls, np.arange(len(part.indices)), True)
+        if len(pieces) == 1:
+            return self._request(dataclasses.replace(part, prepared=pieces[0].prepared,
+                                                     size=pieces[0].size))
+        return _Joined(len(part.indices), [(p.indices, self._request(p)) for p in pieces])
 
     def _request(self, part: _Part):
         waited = self._limiter.acquire()
@@ -634,6 +648,12 @@ class _Joined:
         self.outputs = [_join(n, [(rows, a.outputs[s]) for rows, a in pieces], {})
                         for s in range(len(pieces[0][1].outputs))]
         self.records: list[CallRecord] = []
+
+
+def _index(chunk: np.ndarray) -> slice | np.ndarray:
+    """A run of consecutive rows as a slice (a view, not a copy)."""
+    first, last = int(chunk[0]), int(chunk[-1])
+    return slice(first, last + 1) if last - first + 1 == len(chunk) else chunk
 
 
 def _join(n: int, pieces: list[tuple[np.ndarray, dict[str, np.ndarray]]],
