@@ -1,7 +1,8 @@
 """beam_infer: score data with TensorFlow SavedModels in Apache Beam pipelines.
 
 ``RunInference`` batches elements, scores each batch with a backend (``saved_model``: a
-SavedModel loaded once per worker) through the handler's three stages (encode, call,
+SavedModel loaded once per worker; ``remote``: a model behind a TF Serving, KServe v2 or
+Vertex AI endpoint, ``EndpointSpec``) through the handler's three stages (encode, call,
 build PredictionLogs) and passes keys through; wrappers retry, isolate failing elements
 and route them to dead letters. ``docs/architecture.md`` maps the modules.
 
@@ -44,7 +45,7 @@ from beam_infer._errors import (
     TagsError,
     UnknownArgumentError,
 )
-from beam_infer._handler import SavedModelHandler
+from beam_infer._handler import EndpointHandler, SavedModelHandler
 from beam_infer._local_runner import patch_local_runner_metrics
 from beam_infer._metrics import NAMESPACE as METRICS_NAMESPACE
 from beam_infer._reading import ReadTFRecordBatches
@@ -62,15 +63,19 @@ from beam_infer._transform import (
     RunInferenceWithDeadLetters,
 )
 from beam_infer._version import __version__ as __version__
+from beam_infer.remote import BearerToken, EndpointSpec, Protocol, Tls
 from beam_infer.saved_model._warmup import write_warmup_requests
 
 __all__ = [
     "METRICS_NAMESPACE",
     "BatchConfig",
     "BeamInferError",
+    "BearerToken",
     "ConfigurationError",
     "CreateModelHandler",
     "DeadLetter",
+    "EndpointHandler",
+    "EndpointSpec",
     "Feed",
     "IncompatibleVersionError",
     "InferenceError",
@@ -84,6 +89,7 @@ __all__ = [
     "Operation",
     "Output",
     "PredictionLogToRows",
+    "Protocol",
     "ReadTFRecordBatches",
     "RetryConfig",
     "RunInference",
@@ -98,6 +104,7 @@ __all__ = [
     "TFModelHandlerNumpy",
     "TFModelHandlerTensor",
     "TagsError",
+    "Tls",
     "UnknownArgumentError",
     "VersionPolicy",
     "default_numpy_inference_fn",

@@ -9,12 +9,15 @@ two small interfaces:
   before batching (``validator``), and is pickled to the workers;
 * on each worker ``Backend.load()`` returns a ``Servable``, which Beam keeps in its shared
   handle: ``call`` runs ``(signature name, feeds)`` calls on one batch and says which
-  model version answered and what loads happened since the previous call.
+  model version answered and what happened on the worker since the previous call
+  (``Event``s: model loads, ``LoadEvent``; requests to a remote endpoint,
+  ``CallRecord``), which the caller reports as metrics from the bundle's thread.
 
 ``beam_infer.saved_model`` is the SavedModel backend (loaded in the worker process,
-versions followed and hot-swapped). A new backend (e.g. a model behind a serving
-endpoint) is a new subpackage implementing these two interfaces; it needs no change to
-isolation, dead letters, retries, metrics or PredictionLog code.
+versions followed and hot-swapped); ``beam_infer.remote`` is the backend of a model
+behind a serving endpoint (TF Serving, KServe v2, Vertex AI). A new backend is a new
+subpackage implementing these two interfaces; it needs no change to isolation, dead
+letters, retries, metrics or PredictionLog code.
 """
 
 from __future__ import annotations
@@ -61,6 +64,34 @@ class LoadEvent:
     incompatible: bool = False  # refused: its signatures do not fit the pipeline's plan
 
 
+@dataclasses.dataclass(frozen=True)
+class CallRecord:
+    """One request to a remote endpoint, reported as metrics by the next batch.
+
+    ``status`` is the HTTP status (``"200"``, ``"503"``) or gRPC code name (``"OK"``,
+    ``"UNAVAILABLE"``), or ``"timeout"`` / ``"connection"`` when no answer came.
+    ``throttled_secs`` is how long the request waited before it was sent because the
+    endpoint had asked the client to slow down (429 / RESOURCE_EXHAUSTED). A record holds
+    the endpoint's address but never a credential.
+    """
+
+    protocol: str  # "tf_serving_grpc", "tf_serving_rest", "kserve_v2", "vertex"
+    method: str  # "predict", "classify", "regress", "multi_inference", "metadata"
+    target: str  # URL or host:port, no credentials
+    status: str
+    ok: bool
+    latency_secs: float
+    request_bytes: int
+    response_bytes: int
+    rows: int = 0
+    throttled_secs: float = 0.0
+
+
+# What happened on a worker since the previous call, reported as metrics by the caller
+# in the bundle's thread (``_metrics.report_event``): a model load, or one request.
+Event = LoadEvent | CallRecord
+
+
 class Servable(Protocol):
     """A model on one worker, as Beam's shared handle holds it.
 
@@ -68,17 +99,18 @@ class Servable(Protocol):
     cross-process proxy (``ModelSpec(share_across_processes=True)``).
     """
 
-    def call(self, calls: Sequence[Call]) -> tuple[list[Outputs], ModelVersion, list[LoadEvent]]:
+    def call(self, calls: Sequence[Call]) -> tuple[list[Outputs], ModelVersion, list[Event]]:
         """Runs the calls on one batch with one model version.
 
         Returns:
-            Each call's outputs, the version that answered and the loads since the
-            previous call (reported as metrics by the caller, in the bundle's thread).
+            Each call's outputs, the version that answered and the events (loads,
+            requests) since the previous call (reported as metrics by the caller, in the
+            bundle's thread).
         """
         ...
 
-    def take_load_events(self) -> list[LoadEvent]:
-        """The loads not yet reported (a failed call leaves them), now taken."""
+    def take_load_events(self) -> list[Event]:
+        """The events not yet reported (a failed call leaves them), now taken."""
         ...
 
 

@@ -414,11 +414,13 @@ class RetryConfig:
     """How a model call that fails transiently is retried before its elements fail.
 
     Transient failures are TensorFlow's ``ResourceExhaustedError``, ``UnavailableError``,
-    ``DeadlineExceededError`` and ``AbortedError``, and a call that runs longer than
-    ``call_timeout_secs``. They are retried up to ``max_attempts`` calls in all, waiting
-    ``initial_backoff_secs`` and then ``backoff_multiplier`` times longer each time (at
-    most ``max_backoff_secs``). Other failures (e.g. ``InvalidArgumentError`` from a
-    malformed example) are deterministic and never retried.
+    ``DeadlineExceededError`` and ``AbortedError``, a backend's ``TransientError`` (a
+    remote endpoint's 429, 502, 503, 504, UNAVAILABLE, timeouts, dropped connections),
+    and a call that runs longer than ``call_timeout_secs``. They are retried up to
+    ``max_attempts`` calls in all, waiting ``initial_backoff_secs`` and then
+    ``backoff_multiplier`` times longer each time (at most ``max_backoff_secs``). Other
+    failures (e.g. ``InvalidArgumentError`` from a malformed example, a remote 400) are
+    deterministic and never retried.
 
     Attributes:
         max_attempts: Calls in all, the first included; 1 turns retries off.

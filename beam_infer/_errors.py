@@ -15,6 +15,9 @@ received and how to fix it, in at most ``_messages.MAX_MESSAGE_CHARS`` character
     │   └── IncompatibleVersionError            a version that does not fit the plan
     │                                           the pipeline was built with
     ├── InputError (also ValueError)            an element the signature cannot take
+    ├── TransientError                          a failure that may go away when the same
+    │                                           call is made again (retried; e.g. a
+    │                                           remote endpoint's 503)
     └── InferenceError (also RuntimeError)      an element failed and no dead-letter
                                                 output was asked for; names its key,
                                                 stage and reason
@@ -69,6 +72,15 @@ class IncompatibleVersionError(ModelLoadError):
 
 class InputError(BeamInferError, ValueError):
     """An element cannot be fed to the model's signature."""
+
+
+class TransientError(BeamInferError):
+    """A failure that may go away when the same call is made again.
+
+    ``_retries`` retries model calls that raise it (with TensorFlow's own transient
+    errors); a backend raises a subclass for failures worth retrying, e.g. a remote
+    endpoint that answered 503 (``beam_infer.remote.RetryableRemoteError``).
+    """
 
 
 class InferenceError(BeamInferError, RuntimeError):

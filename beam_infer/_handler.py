@@ -8,7 +8,8 @@ keeps the servable in a shared handle). Keys, retries, isolation, dead letters a
 example lists are wrappers around the handler (``_isolation``, ``_retries``,
 ``_keyed_batches``, ``_batches``), not flags of it.
 
-``SavedModelHandler`` is the handler of a SavedModel (``beam_infer.saved_model``).
+``SavedModelHandler`` is the handler of a SavedModel (``beam_infer.saved_model``),
+``EndpointHandler`` of a model behind a serving endpoint (``beam_infer.remote``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from beam_infer._outputs import OutputFormat, output_format
 from beam_infer._signatures import Feed, Operation, SignaturePlan
 from beam_infer._stages import EncodedBatch, ModelResults
 from beam_infer._validation import Validator
+from beam_infer.remote import EndpointSpec, RemoteBackend
 from beam_infer.saved_model import SavedModelBackend
 from beam_infer.saved_model._override import LoadOverrideFn
 
@@ -162,18 +164,19 @@ class InferenceHandler(base.ModelHandler[Any, PredictionLog | PredictionResult, 
                             version=version, loads=tuple(events))
 
     def report_loads(self, results: ModelResults) -> None:
-        """Metrics for the model loads ``results`` carries; call it from the bundle's thread."""
+        """Metrics for the events (loads, requests) ``results`` carries; call it from the
+        bundle's thread."""
         for event in results.loads:
-            _metrics.report_load(event)
+            _metrics.report_event(event)
 
     def report_pending_loads(self, model: Servable) -> None:
-        """Metrics for loads a failed call left unreported; call it from the bundle's thread.
+        """Metrics for events a failed call left unreported; call it from the bundle's thread.
 
         For bundles that succeed although a call failed (its elements became dead
         letters): a later call may never come, or fail too.
         """
         for event in model.take_load_events():
-            _metrics.report_load(event)
+            _metrics.report_event(event)
 
     def build_outputs(self, batch: Sequence[Any], encoded: EncodedBatch,
                       results: ModelResults) -> list[PredictionLog] | list[PredictionResult]:
@@ -261,6 +264,41 @@ class SavedModelHandler(InferenceHandler):
     @property
     def load_override_fn(self) -> LoadOverrideFn | None:
         return self._backend.load_override_fn
+
+
+@checked_keywords
+class EndpointHandler(InferenceHandler):
+    """``SavedModelHandler``'s sibling for a model behind a serving endpoint.
+
+    The endpoint's signatures are read from the server when the handler is built (see
+    ``EndpointSpec``), so an unreachable server or a wrong model or signature fails
+    pipeline construction, within seconds. Works with ``beam_infer.RunInference`` and
+    with Beam's own ``RunInference`` and ``KeyedModelHandler``.
+
+    Args:
+        spec: A ``beam_infer.EndpointSpec``.
+        output: ``Output.PREDICTION_LOG`` (default) or the lean ``Output.RESULT``.
+
+    Raises:
+        ConfigurationError: the endpoint cannot be read or its signatures do not fit, or
+            ``output`` is not an ``Output``; the message says how to fix it.
+
+    Example:
+        >>> handler = EndpointHandler(EndpointSpec.from_url("grpc://host:8500/models/five"))
+        >>> logs = pcoll | apache_beam.ml.inference.RunInference(handler)
+    """
+
+    def __init__(self, spec: EndpointSpec, *, output: Output = Output.PREDICTION_LOG):
+        _check_output(output)  # before the server is asked
+        if not isinstance(spec, EndpointSpec):
+            raise ConfigurationError(
+                f"EndpointHandler takes a beam_infer.EndpointSpec; got "
+                f"{type(spec).__name__}. For a SavedModel use SavedModelHandler.")
+        super().__init__(RemoteBackend(spec), output=output)
+
+    @property
+    def spec(self) -> EndpointSpec:
+        return self._backend.spec
 
 
 def _check_output(output: Any) -> None:

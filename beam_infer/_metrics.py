@@ -6,8 +6,9 @@ name ``NAMESPACE``, so Beam's and beam_infer's metrics sit together. ``BEAM_METR
 ``METRICS`` are the table ``docs/metrics.md`` shows (a unit test checks the two agree).
 
 Metrics are updated only from the thread that runs the bundle: Beam drops updates made
-from other threads, so worker-side events (model loads, swaps) are collected by the
-servable and reported here by the next batch.
+from other threads, so worker-side events (model loads and swaps, ``LoadEvent``;
+requests to a remote endpoint, ``CallRecord``) are collected by the servable and
+reported here by the next batch (``report_event``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import TYPE_CHECKING
 
 from apache_beam.metrics import Metrics
 
+from beam_infer._backend import CallRecord, LoadEvent
+
 if TYPE_CHECKING:
-    from beam_infer._backend import LoadEvent
+    from beam_infer._backend import Event
 
 NAMESPACE = "beam_infer"
 
@@ -43,6 +46,11 @@ MODEL_VERSION_SWAPS = "model_version_swaps"
 MODEL_SWAP_LOAD_LATENCY = "model_swap_load_latency_milli_secs"
 INFERENCE_RETRIES = "inference_retries"
 ISOLATION_MODEL_CALLS = "isolation_model_calls"
+REMOTE_REQUESTS = "remote_requests"
+REMOTE_REQUEST_LATENCY = "remote_request_latency_milli_secs"
+REMOTE_REQUEST_BYTES = "remote_request_bytes"
+REMOTE_THROTTLED = "remote_throttled_milli_secs"
+REMOTE_FAILURES_PREFIX = "remote_request_failures_"
 
 # name -> (kind, meaning); reported by beam_infer.
 METRICS: dict[str, tuple[str, str]] = {
@@ -57,6 +65,13 @@ METRICS: dict[str, tuple[str, str]] = {
     ISOLATION_MODEL_CALLS: ("counter", "extra model calls made to isolate failing elements"),
     FAILED_ELEMENTS_PREFIX + "<stage>": (
         "counter", "dead-lettered elements per stage: decode, validate, inference, postprocess"),
+    REMOTE_REQUESTS: ("counter", "requests sent to a remote endpoint, answered or not"),
+    REMOTE_REQUEST_LATENCY: ("distribution", "time per remote request, failed ones included"),
+    REMOTE_REQUEST_BYTES: ("distribution", "bytes per remote request body"),
+    REMOTE_THROTTLED: (
+        "counter", "time requests waited because the endpoint asked to slow down (429)"),
+    REMOTE_FAILURES_PREFIX + "<status>": (
+        "counter", "failed remote requests per HTTP status or gRPC code, timeout, connection"),
 }
 
 
@@ -72,6 +87,26 @@ def count_retry() -> None:
 def isolation_calls():
     """The counter of model calls made while isolating failing elements."""
     return Metrics.counter(NAMESPACE, ISOLATION_MODEL_CALLS)
+
+
+def report_event(event: Event) -> None:
+    """Metrics for one worker-side event (a load or a remote request) since the last batch."""
+    if isinstance(event, CallRecord):
+        report_request(event)
+    elif isinstance(event, LoadEvent):
+        report_load(event)
+
+
+def report_request(record: CallRecord) -> None:
+    """Metrics for one request to a remote endpoint."""
+    Metrics.counter(NAMESPACE, REMOTE_REQUESTS).inc()
+    Metrics.distribution(NAMESPACE, REMOTE_REQUEST_LATENCY).update(
+        int(record.latency_secs * 1000))
+    Metrics.distribution(NAMESPACE, REMOTE_REQUEST_BYTES).update(record.request_bytes)
+    if record.throttled_secs:
+        Metrics.counter(NAMESPACE, REMOTE_THROTTLED).inc(int(record.throttled_secs * 1000))
+    if not record.ok:
+        Metrics.counter(NAMESPACE, REMOTE_FAILURES_PREFIX + record.status).inc()
 
 
 def report_load(event: LoadEvent) -> None:

@@ -20,15 +20,17 @@ import tensorflow as tf
 
 from beam_infer import _metrics
 from beam_infer._config import RetryConfig
-from beam_infer._errors import InputError
+from beam_infer._errors import InputError, TransientError
 from beam_infer._messages import tf_message
 from beam_infer._stages import EncodedBatch, ModelResults
 
 if TYPE_CHECKING:
     from beam_infer._handler import InferenceHandler
 
-# Failures that may go away when the same call is made again.
+# Failures that may go away when the same call is made again; a backend raises
+# (a subclass of) TransientError for its own (e.g. a remote endpoint's 503).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    TransientError,
     tf.errors.ResourceExhaustedError,
     tf.errors.UnavailableError,
     tf.errors.DeadlineExceededError,

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from beam_infer._backend import LoadEvent, ModelVersion
+from beam_infer._backend import Event, ModelVersion
 from beam_infer._signatures import Feed, Signature
 
 
@@ -67,15 +67,15 @@ class ModelResults:
             predict logs echo); None for serialized examples.
         version: The model version that answered (``version`` None for a plain
             SavedModel directory, whose logs carry no model name or version).
-        loads: Model loads on this worker since the previous call, to be turned into
-            metrics in the thread that runs the bundle (Beam drops metrics updated from
-            other threads).
+        loads: Events on this worker since the previous call (model loads, remote
+            requests; see ``_backend.Event``), to be turned into metrics in the thread
+            that runs the bundle (Beam drops metrics updated from other threads).
     """
 
     outputs: list[tuple[Signature, dict[str, np.ndarray]]]
     rows: dict[str, Sequence[np.ndarray]] | None = None
     version: ModelVersion | None = None
-    loads: tuple[LoadEvent, ...] = ()
+    loads: tuple[Event, ...] = ()
 
     def lean_outputs(self) -> dict[str, np.ndarray]:
         """The batched outputs by alias, or ``"<signature>/<alias>"`` when several

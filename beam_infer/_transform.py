@@ -19,7 +19,7 @@ from beam_infer._dead_letters import (
     ValidateFn,
 )
 from beam_infer._errors import ConfigurationError
-from beam_infer._handler import InferenceHandler, SavedModelHandler
+from beam_infer._handler import EndpointHandler, InferenceHandler, SavedModelHandler
 from beam_infer._isolation import IsolatingHandler
 from beam_infer._keyed_batches import KeyedBatchesHandler, is_list_type, may_hold_keyed_batches
 from beam_infer._keys import Keys
@@ -28,6 +28,7 @@ from beam_infer._local_runner import patch_local_runner_metrics
 from beam_infer._retries import ModelCaller
 from beam_infer._signatures import Feed
 from beam_infer._validation import Validator
+from beam_infer.remote import EndpointSpec
 from beam_infer.saved_model._override import LoadOverrideFn
 
 K = TypeVar("K")
@@ -36,7 +37,8 @@ DEFAULT_RETRY = RetryConfig()
 
 @checked_keywords
 class RunInference(beam.PTransform):
-    """Scores elements with a SavedModel; a drop-in for tfx-bsl's ``RunInference``.
+    """Scores elements with a SavedModel, or a model behind a serving endpoint; a
+    drop-in for tfx-bsl's ``RunInference``.
 
     ================================================  ==================================
     input element                                     output element
@@ -73,9 +75,14 @@ class RunInference(beam.PTransform):
     and the reason; ``.with_dead_letters()`` routes such elements to a second output
     instead, and the other elements of their batch are scored as usual.
 
+    With a ``beam_infer.EndpointSpec`` the model is called at a TF Serving, KServe v2
+    or Vertex AI endpoint instead (see ``EndpointHandler``): the same outputs, dead
+    letters and retries (of retryable failures only).
+
     Args:
-        inference_spec_type: A ``beam_infer.ModelSpec`` or tfx-bsl's ``InferenceSpecType``
-            (named as in tfx-bsl; usually passed by position).
+        inference_spec_type: A ``beam_infer.ModelSpec``, tfx-bsl's ``InferenceSpecType``
+            or a ``beam_infer.EndpointSpec`` (named as in tfx-bsl; usually passed by
+            position).
         load_override_fn: As in tfx-bsl: ``fn(model_path, tags) -> model`` run on the
             worker instead of beam_infer's load; it returns what ``tf.saved_model.load``
             returns or a ``tf.compat.v1.Session`` with the SavedModel loaded.
@@ -95,22 +102,30 @@ class RunInference(beam.PTransform):
         >>> results = arrays | bi.RunInference(spec, output=bi.Output.RESULT)
     """
 
-    def __init__(self, inference_spec_type: ModelSpec | model_spec_pb2.InferenceSpecType,
-                 load_override_fn: LoadOverrideFn | None = None, *,
+    def __init__(self, inference_spec_type: ModelSpec | model_spec_pb2.InferenceSpecType
+                 | EndpointSpec, load_override_fn: LoadOverrideFn | None = None, *,
                  output: Output = Output.PREDICTION_LOG, retry: RetryConfig = DEFAULT_RETRY):
         super().__init__()
         if not isinstance(retry, RetryConfig):
             raise ConfigurationError(
                 f"RunInference(retry=...) takes a beam_infer.RetryConfig; got "
                 f"{type(retry).__name__}. Example: retry=bi.RetryConfig(max_attempts=5).")
-        self._handler = SavedModelHandler(inference_spec_type, output=output,
-                                          load_override_fn=load_override_fn)
+        if isinstance(inference_spec_type, EndpointSpec):
+            if load_override_fn is not None:
+                raise ConfigurationError(
+                    "load_override_fn loads a SavedModel on the worker, but an EndpointSpec "
+                    "scores with a model behind an endpoint: nothing is loaded. Drop "
+                    "load_override_fn, or pass a bi.ModelSpec.")
+            self._handler = EndpointHandler(inference_spec_type, output=output)
+        else:
+            self._handler = SavedModelHandler(inference_spec_type, output=output,
+                                              load_override_fn=load_override_fn)
         self._retry = retry
         # Read while the model is known to exist: workers may never see the path again.
         self._validator = self._handler.validator()
 
     @property
-    def handler(self) -> SavedModelHandler:
+    def handler(self) -> SavedModelHandler | EndpointHandler:
         return self._handler
 
     def with_dead_letters(self) -> RunInferenceWithDeadLetters:

@@ -281,8 +281,8 @@ def test_kserve_v2_client_equals_local_scoring(kserve_server, zoo):
     signatures, record = dense.signature_defs()
     assert record.ok
     graph = read_saved_model(zoo.keras3_dense).meta_graphs[0]
-    assert signatures_of_defs(signatures)["serving_default"].inputs == \
-        signatures_of(graph)["serving_default"].inputs
+    assert signatures_of(signatures)["serving_default"].inputs == \
+        signatures_of(graph.signature_def)["serving_default"].inputs
     kserve_server.control(fail=1, status=503)
     with pytest.raises(RetryableRemoteError):
         dense.call([("serving_default", {"x": np.array([[1.0]], np.float32)})])
@@ -291,10 +291,3 @@ def test_kserve_v2_client_equals_local_scoring(kserve_server, zoo):
         dense.call([("serving_default", {"x": np.array([[7.0]], np.float32)})])
     assert "x=7.0 is marked bad" in raised.value.server_message
 
-
-def signatures_of_defs(defs):
-    from tensorflow.core.protobuf import meta_graph_pb2
-    graph = meta_graph_pb2.MetaGraphDef()
-    for name, signature in defs.items():
-        graph.signature_def[name].CopyFrom(signature)
-    return signatures_of(graph)

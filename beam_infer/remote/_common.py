@@ -26,7 +26,8 @@ import os
 import time
 from collections.abc import Callable
 
-from beam_infer._errors import BeamInferError
+from beam_infer._backend import CallRecord  # defined with the seam; re-exported here
+from beam_infer._errors import BeamInferError, TransientError
 from beam_infer._messages import bounded, detail
 
 #: Seconds a call may take, unless the client is given another timeout.
@@ -34,25 +35,6 @@ DEFAULT_TIMEOUT_SECS = 30.0
 
 #: HTTP statuses worth retrying (the throttling one first).
 RETRYABLE_HTTP = frozenset({429, 502, 503, 504})
-
-
-@dataclasses.dataclass(frozen=True)
-class CallRecord:
-    """One request to an endpoint, for metrics.
-
-    ``status`` is the HTTP status (``"200"``, ``"503"``) or gRPC code name (``"OK"``,
-    ``"UNAVAILABLE"``), or ``"timeout"`` / ``"connection"`` when no answer came.
-    """
-
-    protocol: str  # "tf_serving_grpc", "tf_serving_rest", "kserve_v2", "vertex"
-    method: str  # "predict", "classify", "regress", "multi_inference", "metadata"
-    target: str  # URL or host:port, no credentials
-    status: str
-    ok: bool
-    latency_secs: float
-    request_bytes: int
-    response_bytes: int
-    rows: int = 0
 
 
 class RemoteError(BeamInferError):
@@ -67,8 +49,10 @@ class RemoteError(BeamInferError):
         return self.record.status if self.record else None
 
 
-class RetryableRemoteError(RemoteError):
-    """The same request may succeed later (see the module docstring)."""
+class RetryableRemoteError(RemoteError, TransientError):
+    """The same request may succeed later (see the module docstring).
+
+    A ``TransientError``: model calls that raise it are retried (``_retries``)."""
 
     def __init__(self, message: str, record: CallRecord | None = None, *,
                  throttled: bool = False, retry_after_secs: float | None = None):

@@ -231,9 +231,14 @@ class KServeV2Client:
     def request_bytes(self, calls: Calls) -> int:
         return max((len(body) for body, _, _ in self.requests(calls)), default=0)
 
-    def call(self, calls: Calls) -> RemoteResult:
+    @staticmethod
+    def prepared_bytes(prepared: Sequence[tuple[bytes, dict[str, str], int]]) -> int:
+        return max((len(body) for body, _, _ in prepared), default=0)
+
+    def call(self, calls: Calls, prepared: Sequence | None = None) -> RemoteResult:
+        """``prepared``: what ``requests(calls)`` returned, if already built."""
         outputs, records, version = [], [], None
-        for body, headers, rows in self.requests(calls):
+        for body, headers, rows in (self.requests(calls) if prepared is None else prepared):
             answer, record = self._http.request("POST", self.url + "/infer", name="predict",
                                                 body=body, headers=headers, rows=rows)
             records.append(record)

@@ -313,12 +313,21 @@ class TfServingGrpcClient:
         """The largest request ``call(calls)`` sends, in bytes (for capping batches)."""
         return max((r.ByteSize() for _, _, r, _ in self.requests(calls)), default=0)
 
-    def call(self, calls: Calls) -> RemoteResult:
-        """Runs the calls on one batch; see the module docstring."""
+    @staticmethod
+    def prepared_bytes(prepared: Sequence[tuple[str, str, object, int]]) -> int:
+        """The largest of ``requests(calls)``'s requests, in bytes."""
+        return max((r.ByteSize() for _, _, r, _ in prepared), default=0)
+
+    def call(self, calls: Calls, prepared: Sequence | None = None) -> RemoteResult:
+        """Runs the calls on one batch; see the module docstring.
+
+        ``prepared``: what ``requests(calls)`` returned, if already built (not rebuilt).
+        """
         outputs: list[dict[str, np.ndarray]] = []
         records: list[CallRecord] = []
         version = None
-        for method, name, request, rows in self.requests(calls):
+        for method, name, request, rows in (self.requests(calls) if prepared is None
+                                            else prepared):
             response, record = self._rpc(method, name, request, rows)
             records.append(record)
             if method == "Predict":

@@ -303,9 +303,16 @@ class TfServingRestClient:
         """The largest body ``call(calls)`` sends, in bytes (for capping batches)."""
         return max((len(body) for _, _, body, _ in self.requests(calls)), default=0)
 
-    def call(self, calls: Calls) -> RemoteResult:
+    @staticmethod
+    def prepared_bytes(prepared: Sequence[tuple[str, str, bytes, int]]) -> int:
+        """The largest body of ``requests(calls)``, in bytes."""
+        return max((len(body) for _, _, body, _ in prepared), default=0)
+
+    def call(self, calls: Calls, prepared: Sequence | None = None) -> RemoteResult:
+        """``prepared``: what ``requests(calls)`` returned, if already built."""
         outputs, records = [], []
-        for (name, _), (url, verb, body, rows) in zip(calls, self.requests(calls), strict=True):
+        sent = self.requests(calls) if prepared is None else prepared
+        for (name, _), (url, verb, body, rows) in zip(calls, sent, strict=True):
             answer, record = self._http.request(
                 "POST", url, name=verb, body=body, rows=rows,
                 headers={"Content-Type": "application/json"})

@@ -16,7 +16,7 @@ when they expire), or any ``BearerToken``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from tensorflow.core.protobuf import meta_graph_pb2
 
@@ -90,9 +90,14 @@ class VertexClient:
     def request_bytes(self, calls: Calls) -> int:
         return max((len(body) for body, _ in self.requests(calls)), default=0)
 
-    def call(self, calls: Calls) -> RemoteResult:
+    @staticmethod
+    def prepared_bytes(prepared: Sequence[tuple[bytes, int]]) -> int:
+        return max((len(body) for body, _ in prepared), default=0)
+
+    def call(self, calls: Calls, prepared: Sequence | None = None) -> RemoteResult:
+        """``prepared``: what ``requests(calls)`` returned, if already built."""
         outputs, records, version = [], [], None
-        for body, rows in self.requests(calls):
+        for body, rows in (self.requests(calls) if prepared is None else prepared):
             answer, record = self._http.request(
                 "POST", self.url, name="predict", body=body, rows=rows,
                 headers={"Content-Type": "application/json"})
