@@ -15,12 +15,12 @@ from beam_infer._errors import ConfigurationError
 from beam_infer._keywords import checked_keywords
 
 
-def _whole(value: Any, *, at_least: int) -> bool:
+def is_whole(value: Any, *, at_least: int) -> bool:
     """An ``int`` (not a ``bool``) of at least ``at_least``."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= at_least
 
 
-def _number(value: Any, *, at_least: float | None = None, above: float | None = None) -> bool:
+def is_number(value: Any, *, at_least: float | None = None, above: float | None = None) -> bool:
     """An ``int`` or ``float`` (not a ``bool``) of at least ``at_least`` / above ``above``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
@@ -58,13 +58,13 @@ class VersionPolicy:
                 f"VersionPolicy.kind must be 'latest', 'all' or 'specific'; got {self.kind!r}. "
                 "Build policies with VersionPolicy.latest(n), .all() or .specific(*versions)."
             )
-        if not _whole(self.num_versions, at_least=1):
+        if not is_whole(self.num_versions, at_least=1):
             raise ConfigurationError(
                 f"VersionPolicy.latest needs a positive number of versions; got "
                 f"{self.num_versions!r}. Example: VersionPolicy.latest(2)."
             )
         versions = tuple(self.versions)
-        if not all(_whole(v, at_least=0) for v in versions):
+        if not all(is_whole(v, at_least=0) for v in versions):
             raise ConfigurationError(
                 f"VersionPolicy.specific takes version numbers (integers >= 0); got "
                 f"{versions!r}. Example: VersionPolicy.specific(1, 2)."
@@ -149,7 +149,7 @@ class BatchConfig:
     def __post_init__(self) -> None:
         for name in ("min_batch_size", "max_batch_size"):
             value = getattr(self, name)
-            if value is not None and not _whole(value, at_least=1):
+            if value is not None and not is_whole(value, at_least=1):
                 raise ConfigurationError(
                     f"BatchConfig.{name} must be a positive integer; got {value!r}. "
                     f"Pass a whole number of elements such as {name}=64, or leave it unset."
@@ -219,7 +219,7 @@ class ModelCache:
                 f"ModelCache.directory must be an absolute local path; got "
                 f"{self.directory!r}. Example: ModelCache(directory='/mnt/disks/models')."
             )
-        if not _whole(self.max_bytes, at_least=1):
+        if not is_whole(self.max_bytes, at_least=1):
             raise ConfigurationError(
                 f"ModelCache.max_bytes must be a positive number of bytes; got "
                 f"{self.max_bytes!r}. Example: ModelCache(max_bytes=20 * 2**30)."
@@ -317,7 +317,7 @@ class ModelSpec:
                 f"ModelSpec.batching must be a BatchConfig; got {type(self.batching).__name__}."
             )
         if self.model_copies is not None:
-            if not _whole(self.model_copies, at_least=1):
+            if not is_whole(self.model_copies, at_least=1):
                 raise ConfigurationError(
                     f"ModelSpec.model_copies must be a positive integer; got {self.model_copies!r}."
                 )
@@ -340,7 +340,7 @@ class ModelSpec:
                 "version_policy=VersionPolicy.latest(2)."
             )
         value = self.poll_interval_secs
-        if value is not None and not _number(value, above=0):
+        if value is not None and not is_number(value, above=0):
             raise ConfigurationError(
                 "ModelSpec.poll_interval_secs must be a positive number of seconds; got "
                 f"{value!r}. TF Serving polls every 1 s; 5 to 60 s suits a bucket."
@@ -442,23 +442,23 @@ class RetryConfig:
     call_timeout_secs: float | None = None
 
     def __post_init__(self) -> None:
-        if not _whole(self.max_attempts, at_least=1):
+        if not is_whole(self.max_attempts, at_least=1):
             raise ConfigurationError(
                 f"RetryConfig.max_attempts must be a positive integer; got "
                 f"{self.max_attempts!r}. Use max_attempts=1 to turn retries off."
             )
         for name in ("initial_backoff_secs", "max_backoff_secs"):
             value = getattr(self, name)
-            if not _number(value, at_least=0):
+            if not is_number(value, at_least=0):
                 raise ConfigurationError(
                     f"RetryConfig.{name} must be a number of seconds >= 0; got {value!r}."
                 )
-        if not _number(self.backoff_multiplier, at_least=1):
+        if not is_number(self.backoff_multiplier, at_least=1):
             raise ConfigurationError(
                 f"RetryConfig.backoff_multiplier must be >= 1; got {self.backoff_multiplier!r}."
             )
         timeout = self.call_timeout_secs
-        if timeout is not None and not _number(timeout, above=0):
+        if timeout is not None and not is_number(timeout, above=0):
             raise ConfigurationError(
                 f"RetryConfig.call_timeout_secs must be a positive number of seconds or None; "
                 f"got {timeout!r}."

@@ -24,7 +24,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import tensorflow as tf
 
 from beam_infer._backend import CallRecord  # defined with the seam; re-exported here
 from beam_infer._errors import BeamInferError, TransientError
@@ -182,3 +185,18 @@ class Stopwatch:
 
     def secs(self) -> float:
         return self._clock() - self._start
+
+
+def as_numpy(value: object) -> np.ndarray:
+    """A feed as a numpy array (a ``tf.Tensor`` is read out; anything else ``asarray``)."""
+    if isinstance(value, tf.Tensor):
+        value = value.numpy()
+    return np.asarray(value) if not isinstance(value, np.ndarray) else value
+
+
+def row_count(feeds: Mapping[str, np.ndarray]) -> int:
+    """How many rows a call's feeds hold (the first feed's batch dimension)."""
+    for value in feeds.values():
+        shape = getattr(value, "shape", None)
+        return int(shape[0]) if shape else len(value)
+    return 0

@@ -32,9 +32,11 @@ from beam_infer.remote._common import (
     CallRecord,
     RemoteServerError,
     Tls,
+    as_numpy,
+    row_count,
 )
 from beam_infer.remote._http import HttpTransport
-from beam_infer.remote._tf_serving_grpc import Calls, RemoteResult, _numpy, _rows
+from beam_infer.remote._tf_serving_grpc import Calls, RemoteResult
 
 PROTOCOL = "kserve_v2"
 HEADER = "Inference-Header-Content-Length"
@@ -74,7 +76,7 @@ def infer_body(feeds: Mapping[str, np.ndarray], *, request_id: str | None = None
         header["outputs"] = [{"name": name} for name in outputs]
     binary = []
     for alias, value in feeds.items():
-        array = _numpy(value)
+        array = as_numpy(value)
         entry = {"name": alias, "shape": list(array.shape), "datatype": datatype(array.dtype)}
         if entry["datatype"] == "BYTES":
             raw = b"".join(struct.pack("<I", len(item)) + item
@@ -225,7 +227,7 @@ class KServeV2Client:
                     f"{self.url} serves one signature, {self.signature_name!r}; asked for "
                     f"{name!r}")
             body, headers = infer_body(feeds)
-            sent.append((body, headers, _rows(feeds)))
+            sent.append((body, headers, row_count(feeds)))
         return sent
 
     def request_bytes(self, calls: Calls) -> int:

@@ -22,7 +22,7 @@ import re
 import urllib.parse
 from typing import Any
 
-from beam_infer._config import BatchConfig, _number, _whole
+from beam_infer._config import BatchConfig, is_number, is_whole
 from beam_infer._errors import ConfigurationError
 from beam_infer._keywords import checked_keywords
 from beam_infer.remote._common import DEFAULT_TIMEOUT_SECS, BearerToken, Tls
@@ -152,7 +152,7 @@ class EndpointSpec:
             raise ConfigurationError(
                 f"EndpointSpec.model_name must be a model name (letters, digits, _ . -); "
                 f"got {self.model_name!r}.")
-        if self.version is not None and not _whole(self.version, at_least=0):
+        if self.version is not None and not is_whole(self.version, at_least=0):
             raise ConfigurationError(
                 f"EndpointSpec.version must be a version number >= 0; got {self.version!r}.")
         if self.version_label is not None:
@@ -190,7 +190,7 @@ class EndpointSpec:
         for name, least in (("max_request_rows", 1), ("max_request_bytes", 1),
                             ("max_in_flight", 1)):
             value = getattr(self, name)
-            if value is not None and not _whole(value, at_least=least):
+            if value is not None and not is_whole(value, at_least=least):
                 raise ConfigurationError(
                     f"EndpointSpec.{name} must be a positive integer; got {value!r}.")
         limit = LIMIT_REQUEST_BYTES[protocol]
@@ -199,7 +199,7 @@ class EndpointSpec:
                 f"EndpointSpec.max_request_bytes={self.max_request_bytes:,} is over what "
                 f"{protocol.name} takes ({limit:,} bytes); pass at most {limit:,} "
                 f"(default {DEFAULT_MAX_REQUEST_BYTES[protocol]:,}).")
-        if not _number(self.timeout_secs, above=0):
+        if not is_number(self.timeout_secs, above=0):
             raise ConfigurationError(
                 f"EndpointSpec.timeout_secs must be a positive number of seconds; got "
                 f"{self.timeout_secs!r}. Every request has a deadline.")

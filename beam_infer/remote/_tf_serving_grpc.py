@@ -50,7 +50,9 @@ from beam_infer.remote._common import (
     RetryableRemoteError,
     Stopwatch,
     Tls,
+    as_numpy,
     redact,
+    row_count,
 )
 
 CLASSIFY = tf.saved_model.CLASSIFY_METHOD_NAME
@@ -95,7 +97,7 @@ def predict_request(spec: model_pb2.ModelSpec, signature_name: str,
     request.model_spec.CopyFrom(spec)
     request.model_spec.signature_name = signature_name
     for alias, value in feeds.items():
-        request.inputs[alias].CopyFrom(tf.make_tensor_proto(_numpy(value)))
+        request.inputs[alias].CopyFrom(tf.make_tensor_proto(as_numpy(value)))
     return request
 
 
@@ -110,7 +112,7 @@ def answered_version(spec: model_pb2.ModelSpec) -> int | None:
 def example_input(serialized: Sequence[bytes] | np.ndarray) -> input_pb2.Input:
     """Serialized ``tf.train.Example``s as TF Serving's ``Input.example_list``."""
     result = input_pb2.Input()
-    for record in _numpy(serialized).ravel().tolist():
+    for record in as_numpy(serialized).ravel().tolist():
         result.example_list.examples.add().ParseFromString(bytes(record))
     return result
 
@@ -152,12 +154,6 @@ def signature_defs(response: get_model_metadata_pb2.GetModelMetadataResponse
         raise RemoteServerError(f"GetModelMetadata's signature_def is a {packed.type_url}, "
                                 "not a tensorflow.serving.SignatureDefMap")
     return dict(signature_map.signature_def)
-
-
-def _numpy(value: object) -> np.ndarray:
-    if isinstance(value, tf.Tensor):
-        value = value.numpy()
-    return np.asarray(value) if not isinstance(value, np.ndarray) else value
 
 
 def classify_error(error: grpc.RpcError, record: CallRecord, secrets: Sequence = ()
@@ -307,7 +303,7 @@ class TfServingGrpcClient:
             request.model_spec.CopyFrom(self._spec(name))
             return [(*kind, request, rows)]
         return [("Predict", "predict", predict_request(self._spec(), name, feeds),
-                 _rows(feeds)) for name, feeds in calls]
+                 row_count(feeds)) for name, feeds in calls]
 
     def request_bytes(self, calls: Calls) -> int:
         """The largest request ``call(calls)`` sends, in bytes (for capping batches)."""
@@ -354,10 +350,3 @@ class TfServingGrpcClient:
             self.metadata()
         signature = self._signatures.get(signature_name)
         return signature.method_name if signature is not None else ""
-
-
-def _rows(feeds: Mapping[str, np.ndarray]) -> int:
-    for value in feeds.values():
-        shape = getattr(value, "shape", None)
-        return int(shape[0]) if shape else len(value)
-    return 0

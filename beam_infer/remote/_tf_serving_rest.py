@@ -41,9 +41,11 @@ from beam_infer.remote._common import (
     CallRecord,
     RemoteServerError,
     Tls,
+    as_numpy,
+    row_count,
 )
 from beam_infer.remote._http import HttpTransport
-from beam_infer.remote._tf_serving_grpc import Calls, RemoteResult, _numpy, _rows
+from beam_infer.remote._tf_serving_grpc import Calls, RemoteResult
 
 PROTOCOL = "tf_serving_rest"
 CLASSIFY = tf.saved_model.CLASSIFY_METHOD_NAME
@@ -54,7 +56,7 @@ REGRESS = tf.saved_model.REGRESS_METHOD_NAME
 
 def to_json(value: np.ndarray) -> object:
     """A numpy array as TF Serving's JSON: nested lists, bytes as ``{"b64": ...}``."""
-    array = _numpy(value)
+    array = as_numpy(value)
     if array.dtype.kind in "OSU":
         return _map(array.tolist(), _b64)
     if array.dtype.kind == "b":
@@ -120,7 +122,7 @@ def predict_body(signature_name: str, feeds: Mapping[str, np.ndarray], *,
     elif len(encoded) == 1:
         body["instances"] = next(iter(encoded.values()))
     else:
-        rows = _rows(feeds)
+        rows = row_count(feeds)
         body["instances"] = [{alias: value[i] for alias, value in encoded.items()}
                              for i in range(rows)]
     return body
@@ -172,7 +174,7 @@ def example_json(serialized: bytes) -> dict:
 
 def examples_body(signature_name: str, serialized: Sequence[bytes]) -> dict:
     return {"signature_name": signature_name,
-            "examples": [example_json(s) for s in _numpy(serialized).ravel().tolist()]}
+            "examples": [example_json(s) for s in as_numpy(serialized).ravel().tolist()]}
 
 
 def classify_outputs(answer: Mapping, signature: meta_graph_pb2.SignatureDef
@@ -296,7 +298,7 @@ class TfServingRestClient:
             else:
                 verb, body = "predict", predict_body(name, feeds, columnar=self.columnar)
             sent.append((f"{self.url}:{verb}", verb,
-                         json.dumps(body, separators=(",", ":")).encode(), _rows(feeds)))
+                         json.dumps(body, separators=(",", ":")).encode(), row_count(feeds)))
         return sent
 
     def request_bytes(self, calls: Calls) -> int:

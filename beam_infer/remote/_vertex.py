@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from beam_infer.remote._common import DEFAULT_TIMEOUT_SECS, BearerToken, Tls
+from beam_infer.remote._common import DEFAULT_TIMEOUT_SECS, BearerToken, Tls, row_count
 from beam_infer.remote._http import HttpTransport
-from beam_infer.remote._tf_serving_grpc import Calls, RemoteResult, _rows
+from beam_infer.remote._tf_serving_grpc import Calls, RemoteResult
 from beam_infer.remote._tf_serving_rest import predict_body, predict_outputs
 
 PROTOCOL = "vertex"
@@ -84,7 +84,7 @@ class VertexClient:
             if name != self.signature_name:
                 raise ValueError(f"the endpoint serves {self.signature_name!r}, not {name!r}")
             sent.append((json.dumps(predict_request(feeds, self.parameters),
-                                    separators=(",", ":")).encode(), _rows(feeds)))
+                                    separators=(",", ":")).encode(), row_count(feeds)))
         return sent
 
     def request_bytes(self, calls: Calls) -> int:
