@@ -6,6 +6,7 @@ new subcommands are added without touching the others::
 
     beam-infer inspect /models/five/1          # like saved_model_cli show --all
     beam-infer inspect /models/five/1 --json   # the model structure as JSON
+    beam-infer inspect grpc://host:8500/models/five   # a model behind an endpoint
     beam-infer score --input=in.csv --model_path=/models/five/1 --output=out
     beam-infer warmup /models/five/1 --from samples.tfrecord
 """
@@ -18,19 +19,19 @@ import io
 import json
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import meta_graph_pb2
 
-from beam_infer._config import ModelSpec
+from beam_infer import remote
 from beam_infer._errors import BeamInferError, ConfigurationError
 from beam_infer._quiet import quiet_startup
 from beam_infer._signatures import Signature, TensorInfo, signatures_of
-from beam_infer.saved_model._files import plan_signatures, read_saved_model
+from beam_infer._signatures import plan as plan_signatures
+from beam_infer.saved_model._files import read_saved_model
 from beam_infer.saved_model._warmup import MAX_RECORDS as MAX_WARMUP_RECORDS
 from beam_infer.saved_model._warmup import write_warmup_requests
 
@@ -92,7 +93,8 @@ def add_inspect(subparsers: Any) -> None:
         description="Print every tag set and signature of a SavedModel: method, inputs and "
                     "outputs with dtype and shape, and whether beam_infer can serve it.")
     parser.add_argument("model_path", metavar="MODEL_PATH",
-                        help="SavedModel directory on any Beam filesystem.")
+                        help="SavedModel directory on any Beam filesystem, or an endpoint "
+                             "URL (grpc://, http(s)://, vertex://; its metadata is read).")
     parser.add_argument("--json", action="store_true",
                         help="Print the model structure as JSON instead.")
     parser.set_defaults(handler=_inspect)
@@ -111,21 +113,31 @@ def describe_model(model_path: str) -> dict[str, Any]:
     Raises:
         ModelPathError: no SavedModel at ``model_path``.
     """
+    if remote.is_endpoint_url(model_path):
+        # An endpoint: its metadata, read now, as one "MetaGraph" with no tags.
+        backend = remote.RemoteBackend(remote.EndpointSpec.from_url(model_path))
+        return {"model_path": model_path, "endpoint": backend.spec.describe(),
+                "meta_graphs": [{"tags": [], "signatures": _describe_signatures(
+                    model_path, backend.signature_defs)}]}
     saved_model = read_saved_model(model_path)
     return {
         "model_path": model_path,
         "meta_graphs": [
             {"tags": list(meta_graph.meta_info_def.tags),
-             "signatures": [_describe_signature(model_path, meta_graph, signature)
-                            for signature in signatures_of(meta_graph.signature_def).values()]}
+             "signatures": _describe_signatures(model_path, meta_graph.signature_def)}
             for meta_graph in saved_model.meta_graphs
         ],
     }
 
 
-def _describe_signature(model_path: str, meta_graph: meta_graph_pb2.MetaGraphDef,
+def _describe_signatures(where: str, signature_defs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    available = signatures_of(signature_defs)
+    return [_describe_signature(where, available, signature_defs[name], signature)
+            for name, signature in available.items()]
+
+
+def _describe_signature(where: str, available: Mapping[str, Signature], signature_def: Any,
                         signature: Signature) -> dict[str, Any]:
-    signature_def = meta_graph.signature_def[signature.name]
 
     def tensors(infos: Sequence[TensorInfo], protos: Any) -> list[dict[str, Any]]:
         return [{"alias": t.alias, "dtype": types_pb2.DataType.Name(protos[t.alias].dtype),
@@ -133,9 +145,7 @@ def _describe_signature(model_path: str, meta_graph: meta_graph_pb2.MetaGraphDef
                  "tensor_name": protos[t.alias].name} for t in infos]
 
     try:
-        plan = plan_signatures(ModelSpec(model_path=model_path,
-                                         signature_names=(signature.name,),
-                                         tags=tuple(meta_graph.meta_info_def.tags)))
+        plan = plan_signatures(available, (signature.name,), where)
         serving = {"servable": True, "operation": plan.operation.value,
                    "feed": plan.feed.value}
     except BeamInferError as e:
@@ -148,10 +158,12 @@ def _describe_signature(model_path: str, meta_graph: meta_graph_pb2.MetaGraphDef
 
 def format_model(description: dict[str, Any]) -> str:
     """``saved_model_cli show --all``-style text for ``describe_model``'s result."""
-    lines = []
+    lines = [description["endpoint"], ""] if "endpoint" in description else []
     for meta_graph in description["meta_graphs"]:
         tags = ", ".join(f"'{t}'" for t in meta_graph["tags"])
-        lines.append(f"MetaGraphDef with tag-set: {tags} contains the following SignatureDefs:")
+        lines.append("The endpoint serves the following SignatureDefs:" if "endpoint" in
+                     description else
+                     f"MetaGraphDef with tag-set: {tags} contains the following SignatureDefs:")
         for signature in meta_graph["signatures"]:
             lines += ["", f"signature_def['{signature['name']}']:"]
             for kind, key in (("input", "inputs"), ("output", "outputs")):

@@ -19,7 +19,7 @@ import tensorflow as tf
 from apache_beam.runners.runner import PipelineResult
 
 import beam_infer as bi
-from pipelines import jobs, models
+from pipelines import jobs, model_flags, models
 from pipelines.formats import PredictionProcessor
 
 QUESTIONS = (105.0, 108.0, 1000.0, 1013.0)
@@ -29,7 +29,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work_dir", default=os.path.join("work", "basic"),
                         help="Where the demo model and input are built when not given.")
-    parser.add_argument("--model_path", help="SavedModel path; default: build y = 5x.")
+    model_flags.add_model_flags(parser, model_help="SavedModel path; default: build y = 5x.")
     parser.add_argument("--input", help="TFRecord file pattern of tf.train.Example; "
                                         "default: write the seed's four questions.")
     parser.add_argument("--output", help="Text output prefix; default: <work_dir>/output.")
@@ -39,8 +39,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
 def prepare_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Builds the demo model and input under ``work_dir`` for flags left unset."""
     os.makedirs(args.work_dir, exist_ok=True)
-    if not args.model_path:
-        args.model_path = models.five_model(args.work_dir)
     if not args.input:
         args.input = models.write_examples(
             os.path.join(args.work_dir, "questions.tfrecord"), QUESTIONS)
@@ -61,7 +59,7 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
 
 def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection:
     """ReadExamples -> RunInference -> ProcessPredictions -> Print/WriteResults."""
-    spec = bi.ModelSpec(model_path=args.model_path)
+    spec = model_flags.model_spec(args, lambda: models.five_model(args.work_dir))
     lines = (
         pipeline
         | "ReadExamples" >> beam.io.ReadFromTFRecord(

@@ -57,6 +57,7 @@ from pipelines import (
     finish,
     formats,
     jobs,
+    model_flags,
     models,
     progress,
     run_report,
@@ -104,9 +105,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     source.add_argument("--query", help="BigQuery standard SQL whose rows are scored.")
     parser.add_argument("--input_format", choices=tables.FORMATS,
                         help="Default: from the input's extension.")
-    parser.add_argument("--model_path", help="SavedModel (or a base path of numbered "
-                                             "versions) on any Beam filesystem; default: "
-                                             "build y = 5x.")
+    model_flags.add_model_flags(parser, model_help="SavedModel (or a base path of numbered "
+                                                   "versions) on any Beam filesystem; default: "
+                                                   "build y = 5x.")
     parser.add_argument("--signature_name", action="append", default=[],
                         help="Signature to run (repeat for multi-inference); "
                              "default: serving_default.")
@@ -159,7 +160,7 @@ def parse_args(argv: Sequence[str] | None, *, prog: str | None = None
 def prepare_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Builds the demo model and input under ``work_dir`` for flags left unset."""
     os.makedirs(args.work_dir, exist_ok=True)
-    if not args.model_path:
+    if not args.model_path and not args.endpoint:
         args.model_path = models.five_model(args.work_dir)
     if not (args.input or args.input_table or args.query):
         args.input = models.write_examples(

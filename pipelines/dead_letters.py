@@ -21,7 +21,7 @@ import apache_beam as beam
 import tensorflow as tf
 
 import beam_infer as bi
-from pipelines import jobs, models
+from pipelines import jobs, model_flags, models
 from pipelines.formats import PredictionProcessor, dead_letter_json
 
 GOOD_VALUES = (105.0, 108.0, 1000.0, 1013.0)
@@ -41,7 +41,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work_dir", default=os.path.join("work", "dead_letters"),
                         help="Where the demo model and input are built when not given.")
-    parser.add_argument("--model_path", help="SavedModel path; default: build y = 5x.")
+    model_flags.add_model_flags(parser, model_help="SavedModel path; default: build y = 5x.")
     parser.add_argument("--input", help="TFRecord file pattern of serialized tf.train.Example; "
                                         "default: good and corrupt demo records.")
     parser.add_argument("--output", help="Output prefix; default: <work_dir>/output. "
@@ -52,8 +52,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
 def prepare_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Builds the demo model and input under ``work_dir`` for flags left unset."""
     os.makedirs(args.work_dir, exist_ok=True)
-    if not args.model_path:
-        args.model_path = models.five_model(args.work_dir)
     if not args.input:
         args.input = os.path.join(args.work_dir, "mixed.tfrecord")
         with tf.io.TFRecordWriter(args.input) as writer:
@@ -66,7 +64,7 @@ def prepare_defaults(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
-    spec = bi.ModelSpec(model_path=args.model_path)
+    spec = model_flags.model_spec(args, lambda: models.five_model(args.work_dir))
     predictions, failed = (
         pipeline
         | "ReadRecords" >> beam.io.ReadFromTFRecord(args.input)

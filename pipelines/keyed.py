@@ -25,7 +25,7 @@ import apache_beam as beam
 from apache_beam.runners.runner import PipelineResult
 
 import beam_infer as bi
-from pipelines import bigquery_preflight, formats, jobs, models
+from pipelines import bigquery_preflight, formats, jobs, model_flags, models
 from pipelines.question_rows import (  # noqa: F401 - also reachable as pipelines.keyed.<name>
     KEY_COLUMN,
     VALUE_COLUMN,
@@ -44,8 +44,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work_dir", default=os.path.join("work", "keyed"),
                         help="Where the demo model and output go when not given.")
-    parser.add_argument("--model_path",
-                        help="SavedModel on any Beam filesystem; default: build y = 5x.")
+    model_flags.add_model_flags(
+        parser, model_help="SavedModel on any Beam filesystem; default: build y = 5x.")
     add_question_flags(parser)
     parser.add_argument("--output", help="Text output prefix; default: <work_dir>/output.")
     parser.add_argument("--output_table",
@@ -60,8 +60,7 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection
     Kept apart from ``run`` so the graph can be built (and checked) without running it.
     """
     check_table("--output_table", args.output_table)
-    model_path = args.model_path or models.five_model(args.work_dir)
-    spec = bi.ModelSpec(model_path=model_path)
+    spec = model_flags.model_spec(args, lambda: models.five_model(args.work_dir))
     rows = (
         read_questions(pipeline, args)
         | "RunInference" >> bi.RunInference(spec)

@@ -29,7 +29,7 @@ from apache_beam.typehints import typehints
 from tensorflow_serving.apis import prediction_log_pb2
 
 import beam_infer as bi
-from pipelines import bigquery_preflight, jobs, models
+from pipelines import bigquery_preflight, jobs, model_flags, models
 from pipelines.formats import (  # noqa: F401 - also reachable as pipelines.postprocess.<name>
     BIGQUERY_SCHEMA,
     CSV_COLUMNS,
@@ -50,7 +50,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     parser.add_argument("--predictions",
                         help="TFRecord pattern of PredictionLogs; default: score the bundled "
                              "questions with the x5 model.")
-    parser.add_argument("--model_path", help="Model for the default input; default: y = 5x.")
+    model_flags.add_model_flags(parser, model_help="Model for the default input; default: y = 5x.")
     parser.add_argument("--format", default="jsonl", choices=ROW_FORMATS)
     parser.add_argument("--output", help="Output prefix; default: <work_dir>/rows.")
     parser.add_argument("--output_table", help="Also append rows to PROJECT:DATASET.TABLE.")
@@ -67,14 +67,14 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
                 | "CountIn" >> jobs.CountElements(jobs.ELEMENTS_IN))
     else:
         os.makedirs(args.work_dir, exist_ok=True)
-        model_path = args.model_path or models.five_model(args.work_dir)
+        spec = model_flags.model_spec(args, lambda: models.five_model(args.work_dir))
         logs = (pipeline
                 | "ReadQuestions" >> beam.Create(models.read_questions())
                 | "CountIn" >> jobs.CountElements(jobs.ELEMENTS_IN)
                 | "ToKeyedExamples" >> beam.MapTuple(
                     lambda key, value: (key.encode(), models.make_example(value))
                 ).with_output_types(typehints.Tuple[bytes, tf.train.Example])
-                | "RunInference" >> bi.RunInference(bi.ModelSpec(model_path=model_path)))
+                | "RunInference" >> bi.RunInference(spec))
     rows = (logs
             | "ToRows" >> bi.PredictionLogToRows(model_version=args.model_version)
             | "CountOut" >> jobs.CountElements(jobs.ELEMENTS_OUT))

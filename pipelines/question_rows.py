@@ -19,7 +19,7 @@ import tensorflow as tf
 from apache_beam.typehints import typehints
 
 import beam_infer as bi
-from pipelines import jobs, models, tables
+from pipelines import jobs, model_flags, models, tables
 
 KEY_COLUMN = "key"
 VALUE_COLUMN = "value"
@@ -87,18 +87,34 @@ def add_two_model_parser(job: str, first: str, second: str) -> argparse.Argument
                         help="Where the demo models and outputs go when not given.")
     parser.add_argument("--five_model", help=f"The {first} SavedModel; default: build y = 5x.")
     parser.add_argument("--ten_model", help=f"The {second} SavedModel; default: build y = 10x.")
+    parser.add_argument("--five_endpoint", help=f"The {first} model behind a serving endpoint "
+                                                "instead of --five_model (URL; see --endpoint "
+                                                "of the single-model jobs).")
+    parser.add_argument("--ten_endpoint", help=f"The {second} model behind a serving endpoint "
+                                               "instead of --ten_model.")
+    parser.add_argument("--endpoint_token_file",
+                        help="A file holding the endpoints' bearer token (read per request).")
+    parser.add_argument("--endpoint_token_env",
+                        help="An environment variable holding the endpoints' bearer token.")
+    parser.add_argument("--endpoint_ca_file",
+                        help="PEM file of the CAs to trust for the endpoints' TLS.")
     add_question_flags(parser)
     parser.add_argument("--output", help="Text output prefix; default: <work_dir>/output.")
     parser.add_argument("--rows_output", help="JSON lines prefix; default: <work_dir>/rows.")
     return parser
 
 
-def two_model_specs(args: argparse.Namespace) -> tuple[bi.ModelSpec, bi.ModelSpec]:
-    """The x5 and x10 specs from ``--five_model``/``--ten_model``, building demos if unset."""
+def two_model_specs(args: argparse.Namespace
+                    ) -> tuple[bi.ModelSpec | bi.EndpointSpec, bi.ModelSpec | bi.EndpointSpec]:
+    """The x5 and x10 specs from ``--five_model``/``--ten_model`` (or their ``--*_endpoint``),
+    building the demo models for the ones left unset."""
     built = models.ensure_demo_models(args.work_dir) if not (
-        args.five_model and args.ten_model) else {}
-    return (bi.ModelSpec(model_path=args.five_model or built[models.FIVE]),
-            bi.ModelSpec(model_path=args.ten_model or built[models.TEN]))
+        (args.five_model or args.five_endpoint) and (args.ten_model or args.ten_endpoint)) \
+        else {}
+    return tuple(model_flags.model_spec(args, lambda name=name: built[name],
+                                        model_flag=f"{prefix}_model",
+                                        endpoint_flag=f"{prefix}_endpoint")
+                 for prefix, name in (("five", models.FIVE), ("ten", models.TEN)))
 
 
 def read_questions(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection:

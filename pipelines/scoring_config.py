@@ -23,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 import beam_infer as bi
-from pipelines import columns, finish, question_rows, run_report, staging, tables
+from pipelines import columns, finish, model_flags, question_rows, run_report, staging, tables
 from pipelines.scoring_steps import Lineage
 
 DEFAULT_MAX_FAILURE_RATE = 0.01  # with --failed_output; without it, any failure fails
@@ -101,10 +101,17 @@ def _configure(args: argparse.Namespace, options: PipelineOptions) -> Job:
             f"no file matches --input={pattern} (run date {run_date}): nothing to score, so "
             "nothing was committed. Check that the input for this date has landed.")
 
-    spec = bi.ModelSpec(
-        model_path=args.model_path, signature_names=tuple(args.signature_name),
-        tags=tuple(args.tag), batching=bi.BatchConfig(max_batch_size=args.max_batch_size),
-        pad_variable_length_inputs=args.pad_variable_length_inputs)
+    endpoint = model_flags.uses_endpoint(args)
+    if endpoint and args.tag:
+        raise ValueError(f"--tag={args.tag[0]} picks a SavedModel's MetaGraph; an --endpoint "
+                         "serves its own. Drop --tag.")
+    fields = {"tags": tuple(args.tag)} if not endpoint else {}
+    if args.signature_name:  # else each spec's default, serving_default
+        fields["signature_names"] = tuple(args.signature_name)
+    spec = model_flags.model_spec(
+        args, lambda: args.model_path,
+        batching=bi.BatchConfig(max_batch_size=args.max_batch_size),
+        pad_variable_length_inputs=args.pad_variable_length_inputs, **fields)
     transform = bi.RunInference(spec)  # reads and checks the signatures, once
     handler = transform.handler
     mapping = columns.RowMapping.for_plan(
@@ -127,15 +134,21 @@ def _configure(args: argparse.Namespace, options: PipelineOptions) -> Job:
                               f"--input_table {input_table}")
 
     served = handler.model_version
+    source = args.endpoint or args.model_path
+    tags = () if endpoint else spec.effective_tags
+    version = args.model_version or (None if served.version is None else str(served.version)) \
+        or (None if endpoint else _numbered(served.path))
     lineage = Lineage(
-        name=served.name or posixpath.basename(args.model_path.rstrip("/")),
-        version=args.model_version or (None if served.version is None else str(served.version))
-        or _numbered(served.path),
-        fingerprint=run_report.fingerprint(served.path),
-        signature=handler.plan.signatures[0].name, tags=spec.effective_tags)
-    model = {"path": args.model_path, "served_path": served.path, "name": lineage.name,
+        name=served.name or posixpath.basename(source.rstrip("/")),
+        version=version,
+        # A SavedModel's bytes are fingerprinted; an endpoint's are the server's, so its
+        # URL and the version it named at build time identify it.
+        fingerprint=f"{spec.url}@{version or 'unversioned'}" if endpoint
+        else run_report.fingerprint(served.path),
+        signature=handler.plan.signatures[0].name, tags=tags)
+    model = {"path": source, "served_path": served.path, "name": lineage.name,
              "version": lineage.version, "fingerprint": lineage.fingerprint,
-             "tags": list(spec.effective_tags)}
+             "tags": list(tags)}
 
     output = staging.fill(args.output, run_date)
     predictions = (staging.FileOutput.at(output, suffix=f".{args.output_format}", run_id=run_id)

@@ -41,7 +41,7 @@ from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from tensorflow_serving.apis import prediction_log_pb2
 
 import beam_infer as bi
-from pipelines import jobs, models
+from pipelines import jobs, model_flags, models
 from pipelines.formats import dead_letter_json
 
 SENT_AT = "sent_at_micros"  # rides in each Example; the model reads only "x"
@@ -111,8 +111,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work_dir", default=os.path.join("work", "streaming"),
                         help="Where the demo model and outputs go when not given.")
-    parser.add_argument("--model_path", help="Versioned base path; default: build "
-                                             "<work_dir>/models/five/1 (y = 5x).")
+    model_flags.add_model_flags(parser, model_help="Versioned base path; default: build "
+                                                   "<work_dir>/models/five/1 (y = 5x).")
     parser.add_argument("--input_subscription", help="Pub/Sub subscription of serialized "
                                                      "tf.train.Example (Dataflow).")
     parser.add_argument("--output_topic", help="Pub/Sub topic for serialized PredictionLogs.")
@@ -142,13 +142,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     return args, rest
 
 
-def model_spec(args: argparse.Namespace) -> bi.ModelSpec:
-    return bi.ModelSpec(
-        model_path=args.model_path,
-        poll_interval_secs=args.poll_interval_secs,
-        batching=bi.BatchConfig(max_batch_size=args.max_batch_size,
-                                max_batch_duration_secs=args.max_batch_duration_secs),
-    )
+def model_spec(args: argparse.Namespace) -> bi.ModelSpec | bi.EndpointSpec:
+    batching = bi.BatchConfig(max_batch_size=args.max_batch_size,
+                              max_batch_duration_secs=args.max_batch_duration_secs)
+    if model_flags.uses_endpoint(args):  # the server follows versions itself
+        return model_flags.model_spec(args, lambda: "", batching=batching)
+    return bi.ModelSpec(model_path=args.model_path, poll_interval_secs=args.poll_interval_secs,
+                        batching=batching)
 
 
 def build_pubsub(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
@@ -186,7 +186,7 @@ def build_local(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
 
 
 def prepare_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    if not args.model_path:
+    if not args.model_path and not args.endpoint:
         args.model_path = os.path.join(args.work_dir, "models", "five")
         first = os.path.join(args.model_path, "1")
         if not os.path.exists(os.path.join(first, "saved_model.pb")):

@@ -36,7 +36,7 @@ from beam_infer.remote._common import (
     Tls,
 )
 from beam_infer.remote._kserve_v2 import KServeV2Client, ModelMetadata
-from beam_infer.remote._spec import EndpointSpec, Protocol, parse_url
+from beam_infer.remote._spec import EndpointSpec, Protocol, is_endpoint_url, parse_url
 from beam_infer.remote._tf_serving_grpc import RemoteResult, TfServingGrpcClient
 from beam_infer.remote._tf_serving_rest import TfServingRestClient
 from beam_infer.remote._vertex import VertexClient
@@ -47,5 +47,5 @@ __all__ = [
     "RemoteError", "RemoteInputError", "RemoteResult", "RemoteServable",
     "RemoteServerError", "RequestTooLargeError", "RetryableRemoteError", "Secret",
     "TfServingGrpcClient", "TfServingRestClient", "Tls", "VertexClient",
-    "describe_endpoint", "parse_url",
+    "describe_endpoint", "is_endpoint_url", "parse_url",
 ]

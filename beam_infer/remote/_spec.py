@@ -374,6 +374,15 @@ _GRPC_PATH = re.compile(r"^/models/(?P<name>[^/:]+)"
                         r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?/?$")
 
 
+#: The URL schemes of endpoints (anything else is a path on a Beam filesystem).
+SCHEMES = ("grpc", "grpcs", "http", "https", "vertex")
+
+
+def is_endpoint_url(text: str) -> bool:
+    """Whether ``text`` names an endpoint (by its scheme) rather than a model path."""
+    return isinstance(text, str) and urllib.parse.urlsplit(text.strip()).scheme.lower() in SCHEMES
+
+
 def parse_url(url: str) -> dict[str, Any]:
     """An endpoint URL as ``EndpointSpec`` fields (see the module docstring)."""
     if not isinstance(url, str) or not url.strip():
