@@ -522,8 +522,9 @@ class Runner:
             if variant.shared and self.gpu else loads
         if variant.workers > 1:
             out.gpu_mb = sampler.rise_mb
-            if sampler.processes:
-                out.processes = str(len(sampler.processes))
+            if sampler.processes:  # e.g. "3: 4,120 + 610 + 598 MB"
+                sizes = sorted(sampler.processes.values(), reverse=True)
+                out.processes = f"{len(sizes)}: {' + '.join(_mb(s) for s in sizes)} MB"
         else:
             info = _tf_memory(self.device)
             out.gpu_mb = info["peak"] / MB if info else None
