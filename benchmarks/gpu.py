@@ -214,6 +214,10 @@ def direct_loop(function, batches: Sequence[np.ndarray], alias: str, device: str
     best = 0.0
     with tf.device(device):
         inputs = [feed(b) for b in batches] if resident else batches
+        if resident and device.startswith("/GPU") and "GPU" not in inputs[0].device:
+            print(f"benchmarks.gpu: warning: the inputs meant to be on {device} stayed on "
+                  f"{inputs[0].device}; the 'inputs already on the device' row is not",
+                  flush=True)
         _ = {k: v.numpy() for k, v in function(**{alias: feed(batches[0])}).items()}
         for _ in range(repeat):
             start, count = time.perf_counter(), 0
