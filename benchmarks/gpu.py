@@ -551,12 +551,13 @@ class Runner:
                 "after_load_mb": (loaded["current"] - before["current"]) / MB if before else None,
                 "peak_mb": (peak["peak"] - before["current"]) / MB if before else None}
 
-    def workload(self, work: Workload, memory: list[dict]) -> list[Row]:
+    def workload(self, work: Workload, memory: list[dict], rows: list[Row]) -> None:
+        """Appends the workload's rows to ``rows`` as they are measured."""
         args, batch = self.args, self.args.batch_size
         loaded = tf.saved_model.load(work.path)
         function = loaded.signatures[work.signature or "serving_default"]
-        rows = [Row(DIRECT, b, direct_loop(function, work.batches(b), work.alias, self.device,
-                                           repeat=args.repeat)) for b in batch_sizes(args)]
+        rows += [Row(DIRECT, b, direct_loop(function, work.batches(b), work.alias, self.device,
+                                            repeat=args.repeat)) for b in batch_sizes(args)]
         if work.dense:
             rows.append(Row(RESIDENT, batch, direct_loop(
                 function, work.batches(batch), work.alias, self.device, resident=True,
@@ -574,7 +575,6 @@ class Runner:
                 memory[-1].update({f"{prefix}_copies": row.copies,
                                    f"{prefix}_gpu_mb": row.gpu_mb})
             rows.append(row)
-        return rows
 
 
 class _NoSampler:
@@ -655,7 +655,7 @@ class Watchdog:
         print(f"benchmarks.gpu: {message}", file=sys.stderr, flush=True)
         self._report.error = message
         try:
-            self._report.meta["elapsed_s"] = seconds
+            self._report.meta.update(elapsed_s=seconds, load_end=os.getloadavg()[0])
             self._report.write(self._out)
             print(self._report.markdown(), flush=True)
         finally:
@@ -728,8 +728,8 @@ def main(argv: Sequence[str] | None = None) -> str:
         with Watchdog(args.timeout_s, report, args.out):
             runner = Runner(args, device, work_dir)
             for work in workloads(args, work_dir):
-                rows = runner.workload(work, report.memory)
-                report.tables.append((work.title, rows))
+                report.tables.append((work.title, []))  # filled in as rows are measured
+                runner.workload(work, report.memory, report.tables[-1][1])
                 report.meta["elapsed_s"] = time.perf_counter() - started
                 report.write(args.out)  # what is measured survives a later failure
     except Exception as e:
