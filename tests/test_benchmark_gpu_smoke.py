@@ -18,6 +18,8 @@ import tensorflow as tf
 
 from benchmarks import gpu
 
+pytestmark = pytest.mark.e2e  # the benchmarks' smoke tests are e2e (CONTRIBUTING.md)
+
 
 @pytest.fixture
 def environment():
