@@ -114,6 +114,25 @@ class Servable(Protocol):
         ...
 
 
+class SpecOptions:
+    """The options every backend reads the same way from its spec (``self.spec``, a
+    ``ModelSpec`` or ``EndpointSpec``): batching and how tensor elements are stacked."""
+
+    spec: Any
+
+    @property
+    def batching(self) -> BatchConfig:
+        return self.spec.batching
+
+    @property
+    def pad_variable_length_inputs(self) -> bool:
+        return self.spec.pad_variable_length_inputs
+
+    @property
+    def strict_input_casts(self) -> bool:
+        return self.spec.strict_input_casts
+
+
 class Backend(Protocol):
     """A model as the pipeline is built with it; pickled to every worker.
 

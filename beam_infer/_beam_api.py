@@ -62,6 +62,7 @@ import re
 import shutil
 import sys
 import tempfile
+import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -572,6 +573,52 @@ def _num_bytes(element: Any) -> int:
     return sys.getsizeof(element)
 
 
+# Both handlers take Beam's constructor arguments, in Beam's order with Beam's defaults
+# (``inspect.signature`` equal to Beam's, which tests check); they differ only in the
+# default ``inference_fn``. One function serves both, with that default replaced.
+def _init(
+        self,
+        model_uri: str,
+        model_type: ModelType = ModelType.SAVED_MODEL,
+        create_model_fn: Callable | None = None,
+        *,
+        load_model_args: dict[str, Any] | None = None,
+        custom_weights: str = "",
+        inference_fn: TensorInferenceFn = default_numpy_inference_fn,
+        min_batch_size: int | None = None,
+        max_batch_size: int | None = None,
+        max_batch_duration_secs: int | None = None,
+        large_model: bool = False,
+        model_copies: int | None = None,
+        max_batch_weight: int | None = None,
+        element_size_fn: Callable[[Any], int] | None = None,
+        batch_length_fn: Callable[[Any], int] | None = None,
+        batch_bucket_boundaries: list[int] | None = None,
+        model_cache: ModelCache | None = None,
+        **kwargs: Any):
+    _TFModelHandler.__init__(
+        self, type(self).__name__, model_uri, model_type, create_model_fn,
+        load_model_args=load_model_args, custom_weights=custom_weights,
+        inference_fn=inference_fn, model_cache=model_cache, kwargs=kwargs,
+        batching=dict(
+            min_batch_size=min_batch_size, max_batch_size=max_batch_size,
+            max_batch_duration_secs=max_batch_duration_secs,
+            max_batch_weight=max_batch_weight, element_size_fn=element_size_fn,
+            batch_length_fn=batch_length_fn,
+            batch_bucket_boundaries=batch_bucket_boundaries,
+            large_model=large_model, model_copies=model_copies))
+
+
+def _with_defaults(function: Callable, **defaults: Any) -> Callable:
+    """A copy of ``function`` whose keyword-only defaults ``defaults`` are replaced."""
+    copy = types.FunctionType(function.__code__, function.__globals__, function.__name__,
+                              function.__defaults__, function.__closure__)
+    copy.__kwdefaults__ = {**function.__kwdefaults__, **defaults}
+    copy.__qualname__ = function.__qualname__
+    copy.__annotations__ = dict(function.__annotations__)
+    return copy
+
+
 class TFModelHandlerNumpy(_TFModelHandler, ModelHandler[numpy.ndarray, PredictionResult,
                                                         tf.Module]):
     """Beam's ``TFModelHandlerNumpy``: numpy arrays in, ``PredictionResult`` out.
@@ -611,38 +658,7 @@ class TFModelHandlerNumpy(_TFModelHandler, ModelHandler[numpy.ndarray, Predictio
     """
 
     _namespace = "BeamML_TF_Numpy"
-
-    def __init__(
-            self,
-            model_uri: str,
-            model_type: ModelType = ModelType.SAVED_MODEL,
-            create_model_fn: Callable | None = None,
-            *,
-            load_model_args: dict[str, Any] | None = None,
-            custom_weights: str = "",
-            inference_fn: TensorInferenceFn = default_numpy_inference_fn,
-            min_batch_size: int | None = None,
-            max_batch_size: int | None = None,
-            max_batch_duration_secs: int | None = None,
-            large_model: bool = False,
-            model_copies: int | None = None,
-            max_batch_weight: int | None = None,
-            element_size_fn: Callable[[Any], int] | None = None,
-            batch_length_fn: Callable[[Any], int] | None = None,
-            batch_bucket_boundaries: list[int] | None = None,
-            model_cache: ModelCache | None = None,
-            **kwargs: Any):
-        super().__init__(
-            "TFModelHandlerNumpy", model_uri, model_type, create_model_fn,
-            load_model_args=load_model_args, custom_weights=custom_weights,
-            inference_fn=inference_fn, model_cache=model_cache, kwargs=kwargs,
-            batching=dict(
-                min_batch_size=min_batch_size, max_batch_size=max_batch_size,
-                max_batch_duration_secs=max_batch_duration_secs,
-                max_batch_weight=max_batch_weight, element_size_fn=element_size_fn,
-                batch_length_fn=batch_length_fn,
-                batch_bucket_boundaries=batch_bucket_boundaries,
-                large_model=large_model, model_copies=model_copies))
+    __init__ = _init
 
 
 class TFModelHandlerTensor(_TFModelHandler, ModelHandler[tf.Tensor, PredictionResult,
@@ -661,35 +677,5 @@ class TFModelHandlerTensor(_TFModelHandler, ModelHandler[tf.Tensor, PredictionRe
     """
 
     _namespace = "BeamML_TF_Tensor"
-
-    def __init__(
-            self,
-            model_uri: str,
-            model_type: ModelType = ModelType.SAVED_MODEL,
-            create_model_fn: Callable | None = None,
-            *,
-            load_model_args: dict[str, Any] | None = None,
-            custom_weights: str = "",
-            inference_fn: TensorInferenceFn = default_tensor_inference_fn,
-            min_batch_size: int | None = None,
-            max_batch_size: int | None = None,
-            max_batch_duration_secs: int | None = None,
-            large_model: bool = False,
-            model_copies: int | None = None,
-            max_batch_weight: int | None = None,
-            element_size_fn: Callable[[Any], int] | None = None,
-            batch_length_fn: Callable[[Any], int] | None = None,
-            batch_bucket_boundaries: list[int] | None = None,
-            model_cache: ModelCache | None = None,
-            **kwargs: Any):
-        super().__init__(
-            "TFModelHandlerTensor", model_uri, model_type, create_model_fn,
-            load_model_args=load_model_args, custom_weights=custom_weights,
-            inference_fn=inference_fn, model_cache=model_cache, kwargs=kwargs,
-            batching=dict(
-                min_batch_size=min_batch_size, max_batch_size=max_batch_size,
-                max_batch_duration_secs=max_batch_duration_secs,
-                max_batch_weight=max_batch_weight, element_size_fn=element_size_fn,
-                batch_length_fn=batch_length_fn,
-                batch_bucket_boundaries=batch_bucket_boundaries,
-                large_model=large_model, model_copies=model_copies))
+    # Beam's signature, with this handler's default inference_fn.
+    __init__ = _with_defaults(_init, inference_fn=default_tensor_inference_fn)

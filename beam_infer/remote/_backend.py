@@ -53,8 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from beam_infer._backend import CallRecord, Event, ModelVersion
-from beam_infer._config import BatchConfig
+from beam_infer._backend import CallRecord, Event, ModelVersion, SpecOptions
 from beam_infer._errors import ConfigurationError, ModelPathError, SignatureError
 from beam_infer._signatures import SignaturePlan, plan, signatures_of
 from beam_infer._validation import Validator
@@ -166,7 +165,7 @@ def read_signatures(spec: EndpointSpec) -> tuple[dict, int | None]:
         "call.") from None
 
 
-class RemoteBackend:
+class RemoteBackend(SpecOptions):
     """A model behind an endpoint (``_backend.Backend``): read and planned at build time.
 
     Args:
@@ -197,18 +196,6 @@ class RemoteBackend:
     @property
     def location(self) -> str:
         return self.spec.url
-
-    @property
-    def batching(self) -> BatchConfig:
-        return self.spec.batching
-
-    @property
-    def pad_variable_length_inputs(self) -> bool:
-        return self.spec.pad_variable_length_inputs
-
-    @property
-    def strict_input_casts(self) -> bool:
-        return self.spec.strict_input_casts
 
     share_across_processes = False  # a connection per process is cheap
 

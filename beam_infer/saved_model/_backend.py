@@ -10,8 +10,8 @@ copy's GPU, or the model a user's ``load_override_fn`` returned.
 
 from __future__ import annotations
 
-from beam_infer._backend import ModelVersion, Servable
-from beam_infer._config import BatchConfig, ModelSpec
+from beam_infer._backend import ModelVersion, Servable, SpecOptions
+from beam_infer._config import ModelSpec
 from beam_infer._errors import ConfigurationError
 from beam_infer._signatures import Feed, SignaturePlan, plan, signatures_of
 from beam_infer._validation import Validator
@@ -19,7 +19,7 @@ from beam_infer.saved_model import _devices, _files, _override, _versions
 from beam_infer.saved_model._serving import ServingModel
 
 
-class SavedModelBackend:
+class SavedModelBackend(SpecOptions):
     """A SavedModel (or a base path of numbered versions) served in the worker process.
 
     Args:
@@ -56,18 +56,6 @@ class SavedModelBackend:
     @property
     def location(self) -> str:
         return self.spec.model_path
-
-    @property
-    def batching(self) -> BatchConfig:
-        return self.spec.batching
-
-    @property
-    def pad_variable_length_inputs(self) -> bool:
-        return self.spec.pad_variable_length_inputs
-
-    @property
-    def strict_input_casts(self) -> bool:
-        return self.spec.strict_input_casts
 
     @property
     def share_across_processes(self) -> bool:
