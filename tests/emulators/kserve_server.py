@@ -186,7 +186,8 @@ class KServe:
 @pytest.fixture(scope="session")
 def kserve_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KServe]:
     """KServe serving ``five`` (y = 5x, Examples) and ``dense`` (Keras 3, float x)."""
-    pytest.importorskip("kserve")
+    pytest.importorskip("kserve", reason="kserve is not installed (pip install -r "
+                        "requirements-test.txt installs it)")
     from pipelines import models as demo
     from tests.emulators import _server
     from tests.support import model_zoo
