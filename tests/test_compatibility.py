@@ -105,6 +105,7 @@ def test_a_plain_directory_re_exported_incompatibly_fails_its_load_with_the_diff
         handler.load_model()
 
 
+@pytest.mark.pipeline  # processes or a pipeline: kept out of the one-minute unit tier
 def test_an_incompatible_version_published_mid_stream_is_refused_and_nothing_is_lost(tmp_path):
     base = str(tmp_path / "five")
     os.makedirs(base)

@@ -87,6 +87,7 @@ for _ in range(2):
 """
 
 
+@pytest.mark.pipeline  # processes or a pipeline: kept out of the one-minute unit tier
 def test_shared_copies_are_loaded_and_run_on_the_device_they_claim(zoo, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run([sys.executable, "-c", _PINNING_SCRIPT, zoo.five, str(tmp_path)],

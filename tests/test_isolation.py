@@ -118,6 +118,7 @@ def test_without_dead_letters_the_first_failure_stops_with_key_stage_and_reason(
         "RunInference(spec).with_dead_letters().")
 
 
+@pytest.mark.pipeline  # processes or a pipeline: kept out of the one-minute unit tier
 def test_a_call_that_times_out_is_retried_and_then_scores(fault_zoo):
     retry = bi.RetryConfig(max_attempts=2, initial_backoff_secs=0.01, call_timeout_secs=1.0)
     inner = bi.SavedModelHandler(bi.ModelSpec(model_path=fault_zoo.slow))

@@ -179,6 +179,7 @@ def _copy_in_child(args: tuple[str, str]) -> str:
         return local
 
 
+@pytest.mark.pipeline  # processes or a pipeline: kept out of the one-minute unit tier
 def test_processes_of_one_machine_make_one_copy(zoo, tmp_path):
     source = str(tmp_path / "bucket" / "five")
     shutil.copytree(zoo.five, source)

@@ -253,6 +253,7 @@ def test_num_bytes_counts_tensor_values(zoo):
     assert handler.get_num_bytes(batch) == 8 + 8 + 3
 
 
+@pytest.mark.pipeline  # processes or a pipeline: kept out of the one-minute unit tier
 def test_pipeline_keyed_and_unkeyed_logs_and_results(zoo, tmp_path):
     spec = bi.ModelSpec(model_path=zoo.keras3_dense)
     arrays = [np.array([float(v)], np.float32) for v in range(5)]
