@@ -628,7 +628,7 @@ class TFModelHandlerNumpy(_TFModelHandler, ModelHandler[numpy.ndarray, Predictio
         >>> handler = TFModelHandlerNumpy(model_uri="gs://bucket/models/m.keras")
         >>> # results = arrays | RunInference(handler)
 
-    Args:
+    Constructor arguments (Beam's, in Beam's order):
         model_uri: the model: a ``.keras`` or ``.h5`` file or a SavedModel directory, or
             the weights file with ``ModelType.SAVED_WEIGHTS``; local or on any Beam
             filesystem. It is each result's ``model_id``.
