@@ -26,6 +26,11 @@ def add_model_flags(parser: argparse.ArgumentParser, *, model_help: str) -> None
     """``--model_path`` (with ``model_help``) and the ``--endpoint`` flags."""
     parser.add_argument("--model_path", help=model_help)
     parser.add_argument("--endpoint", help=ENDPOINT_HELP)
+    add_credential_flags(parser)
+
+
+def add_credential_flags(parser: argparse.ArgumentParser) -> None:
+    """The endpoint's bearer-token source and CA flags (shared by a job's endpoints)."""
     parser.add_argument("--endpoint_token_file",
                         help="A file holding the endpoint's bearer token (read per request).")
     parser.add_argument("--endpoint_token_env",

@@ -92,12 +92,7 @@ def add_two_model_parser(job: str, first: str, second: str) -> argparse.Argument
                                                 "of the single-model jobs).")
     parser.add_argument("--ten_endpoint", help=f"The {second} model behind a serving endpoint "
                                                "instead of --ten_model.")
-    parser.add_argument("--endpoint_token_file",
-                        help="A file holding the endpoints' bearer token (read per request).")
-    parser.add_argument("--endpoint_token_env",
-                        help="An environment variable holding the endpoints' bearer token.")
-    parser.add_argument("--endpoint_ca_file",
-                        help="PEM file of the CAs to trust for the endpoints' TLS.")
+    model_flags.add_credential_flags(parser)
     add_question_flags(parser)
     parser.add_argument("--output", help="Text output prefix; default: <work_dir>/output.")
     parser.add_argument("--rows_output", help="JSON lines prefix; default: <work_dir>/rows.")
