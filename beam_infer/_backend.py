@@ -144,6 +144,9 @@ class Backend(Protocol):
         pad_variable_length_inputs, strict_input_casts: How tensor elements are
             stacked (see ``ModelSpec``).
         share_across_processes: One servable per machine instead of per process.
+        sends_ahead: Whether the servable offers ``send_ahead`` and ``expecting``: its
+            calls are answered elsewhere, and a worker overlaps a batch's requests with
+            its work on the batch before (see ``_send_ahead``).
     """
 
     plan: SignaturePlan
@@ -153,6 +156,7 @@ class Backend(Protocol):
     pad_variable_length_inputs: bool
     strict_input_casts: bool
     share_across_processes: bool
+    sends_ahead: bool
 
     def load(self) -> Servable:
         """On the worker: the servable (loads the model, or connects)."""

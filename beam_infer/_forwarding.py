@@ -38,6 +38,10 @@ class ForwardingHandler(base.ModelHandler):
     def get_num_bytes(self, batch: Sequence[Any]) -> int:
         return self._inner.get_num_bytes(batch)
 
+    def planned_calls(self, batch: Sequence[Any]) -> list | None:
+        """The model calls scoring ``batch`` makes, when known ahead (see ``_send_ahead``)."""
+        return self._inner.planned_calls(batch)
+
     def get_metrics_namespace(self) -> str:
         return self._inner.get_metrics_namespace()
 

@@ -27,7 +27,7 @@ from beam_infer._config import ModelSpec, Output, as_model_spec
 from beam_infer._errors import ConfigurationError
 from beam_infer._keywords import checked_keywords
 from beam_infer._outputs import OutputFormat, output_format
-from beam_infer._signatures import Feed, Operation, SignaturePlan
+from beam_infer._signatures import Feed, Operation, Signature, SignaturePlan
 from beam_infer._stages import EncodedBatch, ModelResults
 from beam_infer._validation import Validator
 from beam_infer.remote import EndpointSpec, RemoteBackend
@@ -144,6 +144,17 @@ class InferenceHandler(base.ModelHandler[Any, PredictionLog | PredictionResult, 
         Raises:
             InputError: the elements cannot be stacked into the signature's inputs.
         """
+        signatures, calls, rows = self.model_calls(encoded)
+        outputs, version, events = model.call(calls)
+        return ModelResults(list(zip(signatures, outputs, strict=True)), rows=rows,
+                            version=version, loads=tuple(events))
+
+    def model_calls(self, encoded: EncodedBatch) -> tuple[list[Signature], list, Any]:
+        """The signatures ``call_model`` calls, their ``(name, feeds)`` and the stacked rows.
+
+        Raises:
+            InputError: the elements cannot be stacked into the signature's inputs.
+        """
         plan = self.plan
         first = plan.signatures[0]
         rows = None
@@ -159,9 +170,15 @@ class InferenceHandler(base.ModelHandler[Any, PredictionLog | PredictionResult, 
             signatures = list(plan.signatures) \
                 if plan.operation is Operation.MULTI_INFERENCE else [first]
             calls = [(s.name, {s.inputs[0].alias: feed}) for s in signatures]
-        outputs, version, events = model.call(calls)
-        return ModelResults(list(zip(signatures, outputs, strict=True)), rows=rows,
-                            version=version, loads=tuple(events))
+        return signatures, calls, rows
+
+    def planned_calls(self, values: Sequence[Any]) -> list | None:
+        """The model calls ``run_inference`` makes for ``values`` when all of them can be
+        fed, or None (see ``_send_ahead``); errors surface when the batch is scored."""
+        try:
+            return self.model_calls(self.encoded(self.encode(values)))[1]
+        except Exception:  # noqa: BLE001 - the batch is scored, and fails, as usual
+            return None
 
     def report_loads(self, results: ModelResults) -> None:
         """Metrics for the events (loads, requests) ``results`` carries; call it from the

@@ -79,6 +79,12 @@ class IsolatingHandler(ForwardingHandler):
     def call(self, items: Sequence[Any], model: Any) -> ModelResults | CallFailure:
         return self._caller.call(self._inner.encoded(items), model)
 
+    def planned_calls(self, batch: Sequence[Any]) -> list | None:
+        split = KeyedBatch.split(batch, self._keys)
+        if self._keys is Keys.ALL and split.not_pairs():
+            return None  # those are refused before the model: the call holds the rest
+        return self._inner.planned_calls(split.values)
+
     def explain(self, value: Any) -> tuple[Stage, str, str] | None:
         """A validation failure for ``value``, when the validator finds one."""
         if self._validator is None:

@@ -71,6 +71,9 @@ class KeyedBatchesHandler(ForwardingHandler):
         results = self._inner.run_inference(flat, model, inference_args)
         return _nest(batch, results, groups)
 
+    def planned_calls(self, batch: Sequence[Any]) -> list | None:
+        return self._inner.planned_calls(_flatten(batch)[0])
+
     def get_num_bytes(self, batch: Sequence[Any]) -> int:
         flat, _ = _flatten(batch)
         return self._inner.get_num_bytes(flat)
@@ -82,7 +85,7 @@ def _flatten(batch: Sequence[Any]) -> tuple[list[Any], list[int | None] | None]:
     Returns the flat batch and, per input element, how many flat entries it became
     (None: a plain element, one entry); ``groups`` is None when nothing was spread.
     """
-    if not any(is_keyed_batch(e) for e in batch):
+    if tuple not in set(map(type, batch)) or not any(is_keyed_batch(e) for e in batch):
         return list(batch), None
     flat: list[Any] = []
     groups: list[int | None] = []

@@ -9,7 +9,7 @@ from apache_beam.ml.inference import base
 from apache_beam.typehints import typehints
 from tfx_bsl.public.proto import model_spec_pb2
 
-from beam_infer import _batches
+from beam_infer import _batches, _send_ahead
 from beam_infer._config import ModelSpec, Output, RetryConfig
 from beam_infer._dead_letters import (
     DEAD_LETTERS_TAG,
@@ -163,6 +163,8 @@ class RunInference(beam.PTransform):
         handler = _per_element(self._handler, self._retry, self._validator,
                                pcoll.element_type, dead_letters=False)
         output_type = self.infer_output_type(pcoll.element_type)
+        if self._handler.backend.sends_ahead:
+            return _send_ahead.per_element(pcoll, handler, output_type)
         return pcoll | "Infer" >> base.RunInference(handler).with_output_types(output_type)
 
 
@@ -198,8 +200,12 @@ class RunInferenceWithDeadLetters(beam.PTransform):
         handler = _per_element(self._handler, self._retry, self._validator,
                                pcoll.element_type, dead_letters=True)
         output_type = _output_type(pcoll.element_type, self._handler)
-        results = (valid | "Infer" >> base.RunInference(handler)
-                   .with_output_types(typehints.Union[output_type, DeadLetter]))
+        result_type = typehints.Union[output_type, DeadLetter]
+        if self._handler.backend.sends_ahead:
+            results = _send_ahead.per_element(valid, handler, result_type)
+        else:
+            results = (valid | "Infer" >> base.RunInference(handler)
+                       .with_output_types(result_type))
         predictions, failed = (results | "SplitDeadLetters" >> beam.ParDo(SplitDeadLettersFn())
                                .with_outputs(DEAD_LETTERS_TAG, main="predictions"))
         predictions.element_type = output_type

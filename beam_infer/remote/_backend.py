@@ -44,11 +44,12 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -198,6 +199,7 @@ class RemoteBackend(SpecOptions):
         return self.spec.url
 
     share_across_processes = False  # a connection per process is cheap
+    sends_ahead = True  # RemoteServable.send_ahead (see _send_ahead)
 
     def load(self) -> RemoteServable:
         return RemoteServable(self.spec, make_client(self.spec, signatures=self.signature_defs))
@@ -436,6 +438,7 @@ class RemoteServable:
         self._lock = threading.Lock()
         self._events: list[Event] = []
         self._grouped = spec.example_api and spec.protocol is Protocol.TF_SERVING_GRPC
+        self._local = threading.local()  # the flight this thread's next call may take
 
     @property
     def limiter(self) -> Limiter:
@@ -449,11 +452,63 @@ class RemoteServable:
             events, self._events = self._events, []
         return events
 
+    def send_ahead(self, calls: Calls) -> _Flight:
+        """Starts ``calls``' requests now and returns at once: the flight is answered by
+        the ``call`` with the same calls made under ``expecting(flight)`` (see
+        ``_send_ahead``), so a worker's requests are in flight while it does other work."""
+        return self._start(calls, wait=False)
+
+    @contextlib.contextmanager
+    def expecting(self, flight: _Flight | None) -> Iterator[None]:
+        """Within it, this thread's ``call`` with ``flight``'s calls takes its answers.
+
+        A flight no call took (the batch was scored in other calls: elements refused
+        before the model, isolation) keeps what it was answered in the ``RowCache``, so
+        those rows are not sent again.
+        """
+        self._local.flight = flight if flight is not None and flight.owner is self else None
+        try:
+            yield
+        finally:
+            left, self._local.flight = getattr(self._local, "flight", None), None
+            if left is not None:
+                self._settle(left)
+
     def call(self, calls: Calls) -> tuple[list[dict[str, np.ndarray]], ModelVersion, list[Event]]:
+        flight = getattr(self._local, "flight", None)
+        if flight is not None:
+            self._local.flight = None
+            if not _same_calls(flight.calls, calls):
+                self._settle(flight)
+                flight = None
+        if flight is None:
+            flight = self._start(calls, wait=True)
+        answers = flight.answers()
+        parts, groups, keys, cached, n = (flight.parts, flight.groups, flight.keys,
+                                          flight.cached, flight.n)
+        failure = next((a for a in answers if isinstance(a, BaseException)), None)
+        if failure is not None:
+            self._keep(parts, answers, groups, calls, keys, n)
+            self._put_back(cached, keys)  # not used this time: kept for the retry
+            raise failure
+        version = next((a.version for a in answers if a.version is not None), None)
+        outputs: list[dict[str, np.ndarray] | None] = [None] * len(calls)
+        for g, members in enumerate(groups):
+            mine = [(p, a) for p, a in zip(parts, answers, strict=True) if p.group == g]
+            for slot, call_index in enumerate(members):
+                outputs[call_index] = _join(
+                    n, [(p.indices, a.outputs[slot]) for p, a in mine],
+                    {row: found[slot] for row, found in cached.get(g, {}).items()})
+        answered = ModelVersion(path=self._spec.url, name=self._spec.recorded_name,
+                                version=version if version is not None else self._spec.version)
+        return outputs, answered, self.take_load_events()
+
+    def _start(self, calls: Calls, *, wait: bool) -> _Flight:
+        """Splits ``calls`` into requests (rows a failed call was answered for come from
+        the cache) and sends them; with ``wait`` a one-request call runs in this thread."""
         n = rows_of(calls[0][1]) if calls else 0
         groups = [list(range(len(calls)))] if self._grouped and len(calls) > 1 \
             else [[i] for i in range(len(calls))]
-        outputs: list[dict[str, np.ndarray] | None] = [None] * len(calls)
         cached: dict[int, dict[int, list]] = {}  # group -> row -> outputs per call
         keys: dict[int, list[bytes]] = {}
         parts: list[_Part] = []
@@ -471,22 +526,14 @@ class RemoteServable:
                     cached[g] = hits
                     rest = np.array([i for i in range(n) if i not in hits], dtype=np.int64)
             parts.extend(self._split(g, group_calls, rest))
-        answers = self._send(parts)
-        failure = next((a for a in answers if isinstance(a, BaseException)), None)
-        if failure is not None:
-            self._keep(parts, answers, groups, calls, keys, n)
-            self._put_back(cached, keys)  # not used this time: kept for the retry
-            raise failure
-        version = next((a.version for a in answers if a.version is not None), None)
-        for g, members in enumerate(groups):
-            mine = [(p, a) for p, a in zip(parts, answers, strict=True) if p.group == g]
-            for slot, call_index in enumerate(members):
-                outputs[call_index] = _join(
-                    n, [(p.indices, a.outputs[slot]) for p, a in mine],
-                    {row: found[slot] for row, found in cached.get(g, {}).items()})
-        answered = ModelVersion(path=self._spec.url, name=self._spec.recorded_name,
-                                version=version if version is not None else self._spec.version)
-        return outputs, answered, self.take_load_events()
+        return _Flight(self, calls, n, groups, keys, cached, parts, self._send(parts, wait))
+
+    def _settle(self, flight: _Flight) -> None:
+        """A flight no call took: its answered rows (and those it took from the cache)
+        go to the cache for the calls that score those rows."""
+        answers = flight.answers()
+        self._keep(flight.parts, answers, flight.groups, flight.calls, flight.keys, flight.n)
+        self._put_back(flight.cached, flight.keys)
 
     # --- splitting ---
 
@@ -525,8 +572,9 @@ class RemoteServable:
 
     # --- sending ---
 
-    def _send(self, parts: list[_Part]) -> list[Any]:
-        if len(parts) <= 1:
+    def _send(self, parts: list[_Part], wait: bool) -> list[Any]:
+        """Each part's answer, or (through the pool) a future of it."""
+        if wait and len(parts) <= 1:
             return [self._attempt(p, None) for p in parts]
         if self._pool is None:
             with self._lock:
@@ -535,8 +583,7 @@ class RemoteServable:
                         max_workers=self._spec.max_in_flight,
                         thread_name_prefix="beam-infer-remote")
         stop = threading.Event()
-        futures = [self._pool.submit(self._attempt, p, stop) for p in parts]
-        return [f.result() for f in futures]
+        return [self._pool.submit(self._attempt, p, stop) for p in parts]
 
     def _attempt(self, part: _Part, stop: threading.Event | None) -> Any:
         """One part's answer (a ``RemoteResult``) or the exception it failed with."""
@@ -625,6 +672,43 @@ class RemoteServable:
 
 class _NotSent:
     """A part not sent because another part of its call had failed."""
+
+
+@dataclasses.dataclass
+class _Flight:
+    """One call's requests, sent; ``answers()`` waits for them."""
+
+    owner: RemoteServable
+    calls: Calls
+    n: int
+    groups: list[list[int]]
+    keys: dict[int, list[bytes]]
+    cached: dict[int, dict[int, list]]
+    parts: list[_Part]
+    sent: list[Any]  # answers, or futures of them
+
+    def answers(self) -> list[Any]:
+        return [a.result() if isinstance(a, concurrent.futures.Future) else a
+                for a in self.sent]
+
+
+def _same_calls(a: Calls, b: Calls) -> bool:
+    """Whether two calls feed the same signatures the same values."""
+    if len(a) != len(b):
+        return False
+    for (name_a, feeds_a), (name_b, feeds_b) in zip(a, b, strict=True):
+        if name_a != name_b or feeds_a.keys() != feeds_b.keys():
+            return False
+        for alias, value in feeds_a.items():
+            other = feeds_b[alias]
+            if value is other:
+                continue
+            try:
+                if not np.array_equal(np.asarray(value), np.asarray(other)):
+                    return False
+            except Exception:  # noqa: BLE001 - values that cannot be compared differ
+                return False
+    return True
 
 
 class _Joined:

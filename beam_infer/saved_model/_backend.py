@@ -57,6 +57,8 @@ class SavedModelBackend(SpecOptions):
     def location(self) -> str:
         return self.spec.model_path
 
+    sends_ahead = False  # the model runs in this process: nothing to overlap
+
     @property
     def share_across_processes(self) -> bool:
         return self.spec.share_across_processes
