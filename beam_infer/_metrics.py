@@ -71,7 +71,8 @@ METRICS: dict[str, tuple[str, str]] = {
     REMOTE_THROTTLED: (
         "counter", "time requests waited because the endpoint asked to slow down (429)"),
     REMOTE_FAILURES_PREFIX + "<status>": (
-        "counter", "failed remote requests per HTTP status or gRPC code, timeout, connection"),
+        "counter",
+        "failed remote requests per HTTP status or gRPC code, timeout, connection, tls"),
 }
 
 

@@ -19,7 +19,13 @@ from beam_infer.remote import (
     RetryableRemoteError,
     parse_url,
 )
-from beam_infer.remote._backend import Limiter, RemoteServable, RowCache, row_keys
+from beam_infer.remote._backend import (
+    Limiter,
+    RemoteServable,
+    RowCache,
+    refreshed_spec,
+    row_keys,
+)
 
 TOKEN = "tok-9d1c-secret"
 
@@ -325,3 +331,33 @@ def test_row_keys_tell_rows_and_signatures_apart():
     assert b[0] != a[0]
     texts = row_keys(["s"], [("s", {"e": np.array([b"ab", b"a"], dtype=object)})], 2)
     assert texts[0] != texts[1]
+
+
+# --- a model-refresh URL ------------------------------------------------------------------
+
+def test_a_refresh_url_names_the_model_and_the_spec_keeps_the_rest():
+    token = bi.BearerToken(file="/secrets/t")
+    spec = bi.EndpointSpec.from_url(
+        "grpcs://h:1/models/five/labels/canary", token=token, max_in_flight=7,
+        tls=bi.Tls(ca_file="/ca.pem", server_name="serving.internal"))
+    moved = refreshed_spec(spec, "grpcs://h:1/models/ten/versions/2")
+    assert (moved.model_name, moved.version, moved.version_label) == ("ten", 2, None)
+    assert moved.tls == spec.tls and moved.token is token and moved.max_in_flight == 7
+    latest = refreshed_spec(moved, "grpcs://other:2/models/ten")  # no version: the latest
+    assert latest.version is None and latest.tls == bi.Tls(ca_file="/ca.pem")  # name: h's
+    assert refreshed_spec(spec, "grpc://h:1/models/ten").tls is None  # the URL says plain
+    rest = bi.EndpointSpec.from_url("https://h/v1/models/five/versions/1", columnar=True,
+                                    tls=bi.Tls(ca_file="/ca.pem"))
+    assert refreshed_spec(rest, "https://h/v1/models/ten").tls == bi.Tls(ca_file="/ca.pem")
+    assert refreshed_spec(rest, "http://h/v1/models/ten").tls is None
+    switched = refreshed_spec(rest, "grpc://h:1/models/ten")  # columnar is REST's: dropped
+    assert switched.protocol is bi.Protocol.TF_SERVING_GRPC and not switched.columnar
+    with pytest.raises(bi.ConfigurationError, match="unknown endpoint URL scheme"):
+        refreshed_spec(spec, "/models/ten/1")
+
+
+def test_tls_server_name_is_for_grpc_only():
+    with pytest.raises(bi.ConfigurationError, match=r"Tls\.server_name applies to gRPC only"):
+        bi.EndpointSpec.from_url("https://h/v1/models/m", tls=bi.Tls(server_name="x"))
+    with pytest.raises(bi.ConfigurationError, match=r"Tls\.ca_file must be a non-empty string"):
+        bi.Tls(ca_file="")

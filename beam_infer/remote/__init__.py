@@ -34,6 +34,8 @@ from beam_infer.remote._common import (
     RetryableRemoteError,
     Secret,
     Tls,
+    TokenError,
+    UntrustedServerError,
 )
 from beam_infer.remote._kserve_v2 import KServeV2Client, ModelMetadata
 from beam_infer.remote._spec import EndpointSpec, Protocol, is_endpoint_url, parse_url
@@ -46,6 +48,7 @@ __all__ = [
     "EndpointSpec", "KServeV2Client", "ModelMetadata", "Protocol", "RemoteBackend",
     "RemoteError", "RemoteInputError", "RemoteResult", "RemoteServable",
     "RemoteServerError", "RequestTooLargeError", "RetryableRemoteError", "Secret",
-    "TfServingGrpcClient", "TfServingRestClient", "Tls", "VertexClient",
+    "TfServingGrpcClient", "TfServingRestClient", "Tls", "TokenError", "UntrustedServerError",
+    "VertexClient",
     "describe_endpoint", "is_endpoint_url", "parse_url",
 ]

@@ -63,9 +63,13 @@ from beam_infer.remote._common import (
     RemoteServerError,
     RequestTooLargeError,
     RetryableRemoteError,
+    Tls,
+    TokenError,
+    UntrustedServerError,
+    read_ca_file,
 )
 from beam_infer.remote._kserve_v2 import KServeV2Client
-from beam_infer.remote._spec import EndpointSpec, Protocol
+from beam_infer.remote._spec import EndpointSpec, Protocol, parse_url
 from beam_infer.remote._tf_serving_grpc import TfServingGrpcClient
 from beam_infer.remote._tf_serving_rest import TfServingRestClient
 from beam_infer.remote._vertex import VertexClient
@@ -139,6 +143,10 @@ def read_signatures(spec: EndpointSpec) -> tuple[dict, int | None]:
                 f"SavedModel ({type(e).__name__}); point it at the SavedModel the endpoint "
                 "serves.") from None
         return dict(graph.signature_def), None
+    try:
+        read_ca_file(spec.tls)  # here too: the metadata is read over this TLS now
+    except RemoteServerError as e:
+        raise ConfigurationError(f"{spec.url}: {e}") from None
     client = make_client(spec, timeout_secs=min(spec.timeout_secs, METADATA_TIMEOUT_SECS))
     error: RemoteError | None = None
     for attempt in range(METADATA_ATTEMPTS):
@@ -159,6 +167,9 @@ def read_signatures(spec: EndpointSpec) -> tuple[dict, int | None]:
             close = getattr(client, "close", None)
             if close is not None:
                 close()
+    if isinstance(error, UntrustedServerError | TokenError):
+        raise ConfigurationError(
+            f"could not read the model's signatures from {spec.url}: {error}") from None
     raise ConfigurationError(
         f"could not read the model's signatures from {spec.url}: {error}. Check that the "
         "server is up, reachable from here and serves this model (name, version); or pass "
@@ -216,12 +227,12 @@ class RemoteBackend(SpecOptions):
         return 1
 
     def update_model_path(self, model_path: str) -> RemoteBackend:
-        """Beam's model-refresh side input, given an endpoint URL (``EndpointSpec.from_url``)."""
-        parsed = EndpointSpec.from_url(model_path)
-        return RemoteBackend(self.spec.replace(**{
-            f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed)
-            if f.name in ("protocol", "target", "model_name", "version", "version_label",
-                          "tls") and getattr(parsed, f.name) is not None}))
+        """Beam's model-refresh side input, given an endpoint URL (``EndpointSpec.from_url``).
+
+        See ``refreshed_spec``: the URL says which model, the pipeline's spec the rest.
+        The new model's signatures are read (and checked) now, as at build time.
+        """
+        return RemoteBackend(refreshed_spec(self.spec, model_path))
 
     def describe(self) -> str:
         """The endpoint, its plan and each signature, as lines (for ``beam-infer inspect``)."""
@@ -236,6 +247,46 @@ class RemoteBackend(SpecOptions):
     def __repr__(self) -> str:
         names = ",".join(s.name for s in self.plan.signatures)
         return f"{self.spec.url}, {self.plan.operation.value}:{names}"
+
+
+def refreshed_spec(spec: EndpointSpec, url: str) -> EndpointSpec:
+    """``spec`` pointed at the model ``url`` names (a model-refresh side input's path).
+
+    The URL names the whole model: protocol, server, model, version or label (none: the
+    server's latest, so a version pinned by the old URL is not carried over) and whether
+    TLS is used (``grpcs://``, ``https://``). What a URL cannot say is kept: the token,
+    the TLS CA (``tls.ca_file``; ``server_name`` only while the server is the same one),
+    batching, request limits, timeouts and signature names. Options of another protocol
+    (``columnar``, ``example_api``, ``api_endpoint``) are dropped when the protocol changes.
+
+    Raises:
+        ConfigurationError: ``url`` is not an endpoint URL.
+    """
+    fields = parse_url(url)
+    protocol, target = fields["protocol"], fields["target"]
+    same_server = protocol is spec.protocol and target == spec.target
+    secure = "tls" in fields or target.startswith("https://")
+    tls = None
+    if secure:
+        old = spec.tls or Tls()
+        tls = Tls(ca_file=old.ca_file, server_name=old.server_name if same_server else None)
+        if tls == Tls() and protocol is not Protocol.TF_SERVING_GRPC:
+            tls = None  # https with the system's CAs
+    changes = {"protocol": protocol, "target": target, "tls": tls,
+               "model_name": fields.get("model_name"), "version": fields.get("version"),
+               "version_label": fields.get("version_label")}
+    if protocol is Protocol.VERTEX:  # its URLs say neither TLS nor the recorded name
+        changes["tls"] = spec.tls if spec.protocol is Protocol.VERTEX else None
+        if same_server:
+            changes["model_name"] = spec.model_name
+    if protocol is not spec.protocol:
+        if protocol is not Protocol.TF_SERVING_REST:
+            changes["columnar"] = False
+        if protocol not in (Protocol.TF_SERVING_GRPC, Protocol.TF_SERVING_REST):
+            changes["example_api"] = False
+        if protocol is not Protocol.VERTEX:
+            changes["api_endpoint"] = None
+    return spec.replace(**changes)
 
 
 def describe_endpoint(endpoint: EndpointSpec | str) -> str:

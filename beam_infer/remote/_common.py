@@ -13,6 +13,11 @@ The errors split failures the way a retry loop needs them split:
   RESOURCE_EXHAUSTED about a message larger than its max). Split, do not retry.
 * ``RemoteServerError``: any other answer (404 / NOT_FOUND, 401, 403, 500, 501,
   FAILED_PRECONDITION, a body that cannot be read): permanent for this request.
+  ``UntrustedServerError``, one of them: the server's TLS certificate was refused (not
+  signed by a trusted CA, or not issued for the name connected to); its message says
+  which ``Tls`` setting fixes it (``untrusted_server``). ``TokenError``, another: the
+  ``BearerToken`` gave no token (an unreadable file, an empty variable, credentials
+  Google refused to refresh), so nothing was sent.
 
 Every error carries the ``CallRecord`` of its call; a successful call returns one. A
 record holds the endpoint's address but never a token: tokens live in ``Secret``s,
@@ -23,6 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 
@@ -30,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from beam_infer._backend import CallRecord  # defined with the seam; re-exported here
-from beam_infer._errors import BeamInferError, TransientError
+from beam_infer._errors import BeamInferError, ConfigurationError, TransientError
 from beam_infer._messages import bounded, detail
 
 #: Seconds a call may take, unless the client is given another timeout.
@@ -81,6 +88,63 @@ class RemoteServerError(RemoteError):
     """A permanent failure that is not about the rows (unknown model, auth, 5xx, ...)."""
 
 
+class TokenError(RemoteServerError):
+    """No token to send: the ``BearerToken``'s file, variable or Google credentials gave
+    none (nothing was sent)."""
+
+
+class UntrustedServerError(RemoteServerError):
+    """The server's TLS certificate was refused: retrying will not help; ``Tls`` will."""
+
+
+_NOT_TRUSTED = re.compile(r"CERTIFICATE_VERIFY_FAILED|certificate verify failed|"
+                          r"self[- ]signed certificate|unable to get local issuer", re.I)
+_NOT_NAMED = re.compile(r"Hostname Verification|hostname mismatch|IP address mismatch|"
+                        r"doesn't match|not valid for", re.I)
+
+
+def untrusted_server(text: str, tls: Tls | None, *, grpc: bool) -> str | None:
+    """What to do about a refused certificate, when ``text`` (a transport error) says the
+    certificate was refused; else None."""
+    if _NOT_NAMED.search(text):
+        fix = ("pass tls=bi.Tls(server_name='<a name in the certificate>') to check that "
+               "name instead" if grpc else "connect by a name the certificate holds")
+        return f"the server's TLS certificate is not issued for the name connected to: {fix}"
+    if _NOT_TRUSTED.search(text):
+        if tls is not None and tls.ca_file:
+            return (f"the server's TLS certificate is not signed by a CA in "
+                    f"tls.ca_file={tls.ca_file!r}: pass the PEM bundle of the CA that "
+                    "signed it")
+        return ("the server's TLS certificate is not signed by a CA this machine trusts "
+                "(the system's CAs): pass the CA that signed it, "
+                "EndpointSpec(tls=bi.Tls(ca_file='/path/to/ca.pem'))")
+    return None
+
+
+def read_ca_file(tls: Tls | None) -> bytes | None:
+    """The PEM bytes of ``tls.ca_file`` (None: the system's CAs).
+
+    Raises:
+        RemoteServerError: the file cannot be read here or holds no PEM certificate.
+    """
+    if tls is None or not tls.ca_file:
+        return None
+    try:
+        with open(tls.ca_file, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise RemoteServerError(
+            f"tls.ca_file={tls.ca_file!r} cannot be read on this machine "
+            f"({e.strerror or type(e).__name__}): it must hold the PEM CA bundle that "
+            "signed the server's certificate, wherever the pipeline is built and its "
+            "workers run.") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise RemoteServerError(
+            f"tls.ca_file={tls.ca_file!r} holds no PEM certificate (no '-----BEGIN "
+            "CERTIFICATE-----' line): pass the CA bundle as PEM text.")
+    return data
+
+
 class Secret:
     """A string that never shows in ``repr``, ``str``, logs or pickles' text."""
 
@@ -128,15 +192,31 @@ class BearerToken:
             object.__setattr__(self, "value", Secret(self.value))
 
     def token(self) -> Secret:
+        """The token now (a file and a variable are read again, ADC refreshed if due).
+
+        Raises:
+            TokenError: the file or variable holds no token, or Google refused
+                to refresh the credentials; ``RetryableRemoteError``: Google's token
+                endpoint could not be reached.
+        """
         if self.value is not None:
             return self.value
         if self.file is not None:
-            with open(self.file, encoding="utf-8") as f:
-                return Secret(f.read().strip())
+            try:
+                with open(self.file, encoding="utf-8") as f:
+                    value = f.read().strip()
+            except OSError as e:
+                raise TokenError(
+                    f"the token file {self.file} cannot be read here "
+                    f"({e.strerror or type(e).__name__}); BearerToken(file=) is read on "
+                    "every machine that calls the endpoint.") from None
+            if not value:
+                raise TokenError(f"the token file {self.file} is empty")
+            return Secret(value)
         if self.env is not None:
             value = os.environ.get(self.env)
             if not value:
-                raise RemoteServerError(f"environment variable {self.env} holds no token")
+                raise TokenError(f"environment variable {self.env} holds no token")
             return Secret(value.strip())
         return Secret(_google_token(self.scopes))
 
@@ -144,20 +224,42 @@ class BearerToken:
         return "Bearer " + self.token().reveal()
 
 
-_GOOGLE: dict[tuple[str, ...], object] = {}
+#: Application Default Credentials per process, by where they come from: the scopes and
+#: the ``GOOGLE_APPLICATION_CREDENTIALS`` file (another file, another cache entry, so a
+#: process that points the variable elsewhere never gets the old account's token).
+_GOOGLE: dict[tuple[tuple[str, ...], str | None], object] = {}
+_GOOGLE_LOCK = threading.Lock()
 
 
 def _google_token(scopes: tuple[str, ...]) -> str:
+    """A valid access token of Application Default Credentials, refreshed when it is
+    about to expire (google-auth's ``valid``); one refresh at a time per process."""
     import google.auth
+    import google.auth.exceptions
     import google.auth.transport.requests
 
-    credentials = _GOOGLE.get(scopes)
-    if credentials is None:
-        credentials, _ = google.auth.default(scopes=list(scopes))
-        _GOOGLE[scopes] = credentials
-    if not credentials.valid:
-        credentials.refresh(google.auth.transport.requests.Request())
-    return credentials.token
+    source = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    where = f"GOOGLE_APPLICATION_CREDENTIALS={source}" if source else \
+        "no GOOGLE_APPLICATION_CREDENTIALS: gcloud's or the metadata server's"
+    key = (scopes, source)
+    with _GOOGLE_LOCK:
+        try:
+            credentials = _GOOGLE.get(key)
+            if credentials is None:
+                credentials, _ = google.auth.default(scopes=list(scopes))
+                _GOOGLE[key] = credentials
+            if not credentials.valid:
+                credentials.refresh(google.auth.transport.requests.Request())
+        except google.auth.exceptions.TransportError as e:
+            raise RetryableRemoteError(
+                f"Google Application Default Credentials ({where}) could not be "
+                f"refreshed: the token endpoint did not answer ({type(e).__name__}: "
+                f"{detail(str(e))})") from None
+        except google.auth.exceptions.GoogleAuthError as e:
+            raise TokenError(
+                f"Google Application Default Credentials ({where}) gave no token: "
+                f"{type(e).__name__}: {detail(str(e))}") from None
+        return credentials.token
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +270,13 @@ class Tls:
 
     ca_file: str | None = None
     server_name: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("ca_file", "server_name"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigurationError(f"Tls.{name} must be a non-empty string or None; "
+                                         f"got {value!r}.")
 
 
 def redact(text: str, *secrets: Secret | None) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 import requests
 import requests.adapters
 
+from beam_infer._messages import detail
 from beam_infer.remote._common import (
     DEFAULT_TIMEOUT_SECS,
     RETRYABLE_HTTP,
@@ -24,7 +25,10 @@ from beam_infer.remote._common import (
     RetryableRemoteError,
     Stopwatch,
     Tls,
+    UntrustedServerError,
+    read_ca_file,
     redact,
+    untrusted_server,
 )
 
 
@@ -89,6 +93,7 @@ class HttpTransport:
 
     def _client(self) -> requests.Session:
         if self._session is None:
+            read_ca_file(self._tls)  # a clear error, not requests' OSError
             session = requests.Session()
             adapter = requests.adapters.HTTPAdapter(
                 pool_connections=1, pool_maxsize=self._pool_size, max_retries=0)
@@ -128,6 +133,15 @@ class HttpTransport:
             raise RetryableRemoteError(
                 f"{name} at {url} timed out after {self.timeout_secs:g} s: "
                 f"{redact(type(e).__name__, secret)}", record("timeout", False)) from None
+        except requests.exceptions.SSLError as e:
+            text = detail(redact(str(e), secret))
+            fix = untrusted_server(text, self._tls, grpc=False)
+            if fix is not None:  # a refused certificate is refused again: not retried
+                raise UntrustedServerError(f"{name} at {url}: {fix} ({text})",
+                                           record("tls", False)) from None
+            raise RetryableRemoteError(
+                f"{name} at {url}: TLS failed ({type(e).__name__}: {text})",
+                record("connection", False)) from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
             raise RetryableRemoteError(
                 f"{name} at {url}: the connection failed ({type(e).__name__}: "

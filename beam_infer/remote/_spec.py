@@ -207,6 +207,12 @@ class EndpointSpec:
             raise ConfigurationError(
                 f"EndpointSpec.tls must be a bi.Tls; got {type(self.tls).__name__}. "
                 "Example: tls=bi.Tls(ca_file='/etc/ssl/my-ca.pem').")
+        if self.tls is not None and self.tls.server_name and \
+                protocol is not Protocol.TF_SERVING_GRPC:
+            raise ConfigurationError(
+                f"Tls.server_name applies to gRPC only; {protocol.name} checks the "
+                f"certificate against the host in the URL. Connect by a name the server's "
+                f"certificate holds and drop server_name={self.tls.server_name!r}.")
         if self.token is not None and not isinstance(self.token, BearerToken):
             raise ConfigurationError(
                 f"EndpointSpec.token must be a bi.BearerToken; got "

@@ -39,6 +39,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from beam_infer._messages import detail
 from beam_infer.remote._common import (
     DEFAULT_TIMEOUT_SECS,
     BearerToken,
@@ -50,9 +51,12 @@ from beam_infer.remote._common import (
     RetryableRemoteError,
     Stopwatch,
     Tls,
+    UntrustedServerError,
     as_numpy,
+    read_ca_file,
     redact,
     row_count,
+    untrusted_server,
 )
 
 CLASSIFY = tf.saved_model.CLASSIFY_METHOD_NAME
@@ -156,13 +160,18 @@ def signature_defs(response: get_model_metadata_pb2.GetModelMetadataResponse
     return dict(signature_map.signature_def)
 
 
-def classify_error(error: grpc.RpcError, record: CallRecord, secrets: Sequence = ()
-                   ) -> RemoteError:
+def classify_error(error: grpc.RpcError, record: CallRecord, secrets: Sequence = (), *,
+                   tls: Tls | None = None) -> RemoteError:
     """The beam_infer error for a failed RPC (see ``_common``)."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = error.details() if hasattr(error, "details") else str(error)
     text = redact(details or "", *secrets)
     message = f"TF Serving {record.method} at {record.target} failed: {code.name}: {text}"
+    fix = untrusted_server(text, tls, grpc=True) if code is grpc.StatusCode.UNAVAILABLE \
+        else None
+    if fix is not None:  # a refused certificate is refused again: not retried
+        return UntrustedServerError(f"TF Serving {record.method} at {record.target}: {fix} "
+                                    f"({code.name}: {detail(text)})", record)
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in text:
         return RequestTooLargeError(message, record)
     if code in _RETRYABLE:
@@ -234,10 +243,7 @@ class TfServingGrpcClient:
             options = [("grpc.max_send_message_length", self._max),
                        ("grpc.max_receive_message_length", self._max)]
             if self._tls is not None:
-                root = None
-                if self._tls.ca_file:
-                    with open(self._tls.ca_file, "rb") as f:
-                        root = f.read()
+                root = read_ca_file(self._tls)
                 if self._tls.server_name:
                     options.append(("grpc.ssl_target_name_override", self._tls.server_name))
                 self._channel = grpc.secure_channel(
@@ -267,7 +273,7 @@ class TfServingGrpcClient:
             code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
             record = CallRecord(PROTOCOL, name, self.target, code.name, False, watch.secs(),
                                 size, 0, rows)
-            raise classify_error(e, record, [secret]) from None
+            raise classify_error(e, record, [secret], tls=self._tls) from None
         record = CallRecord(PROTOCOL, name, self.target, "OK", True, watch.secs(), size,
                             response.ByteSize(), rows)
         return response, record

@@ -48,7 +48,13 @@ request fail with INVALID_ARGUMENT / 400 naming the value; ``restart_grpc()`` /
 ``restart_rest()`` stop the server (dropping calls in flight) and start it again on the
 same port. Counters: requests per method, rows scored, and how often each row was
 scored (``scored``, keyed by ``x`` when the row has one), so tests can assert nothing
-was scored twice.
+was scored twice, and the ``authorization`` each request carried (``authorizations``).
+
+Security options of each server (default: plain text, no token): ``tls=ServerTls(cert_file,
+key_file)`` serves gRPC with ``grpc.ssl_server_credentials`` and REST behind an
+``ssl.SSLContext`` (``https://``); ``token="..."`` requires ``Bearer <token>`` in the
+``authorization`` metadata / ``Authorization`` header and answers UNAUTHENTICATED / 401
+(echoing what it got, as some proxies do, so tests see the client redact it) otherwise.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -122,6 +129,7 @@ class Faults:
             self.requests: collections.Counter[str] = collections.Counter()
             self.rows_scored = 0
             self.scored: collections.Counter = collections.Counter()
+            self.authorizations: list[str | None] = []
 
     def fail_next(self, n: int, kind: str = "unavailable") -> None:
         """The next ``n`` requests fail: ``"unavailable"`` (UNAVAILABLE / 503) or
@@ -156,6 +164,14 @@ class Faults:
         with self._lock:
             self.rows_scored += len(keys)
             self.scored.update(keys)
+
+    def authorize(self, expected: str | None, got: str | None) -> None:
+        """Records ``got`` (the request's authorization); raises UNAUTHENTICATED when
+        ``expected`` (a token) is set and ``got`` is not ``Bearer <expected>``."""
+        self.authorizations.append(got)  # atomic: no lock on the benchmark's hot path
+        if expected is not None and got != f"Bearer {expected}":
+            raise ServingError(StatusCode.UNAUTHENTICATED,
+                               f"invalid or missing bearer token (got {got!r})")
 
     @property
     def total_requests(self) -> int:
@@ -368,12 +384,30 @@ def _model_spec(target, servable: Servable, signature_name: str = "") -> None:
     target.signature_name = signature_name
 
 
+@dataclasses.dataclass(frozen=True)
+class ServerTls:
+    """A server's certificate chain and private key, PEM files."""
+
+    cert_file: str
+    key_file: str
+
+    def grpc_credentials(self) -> grpc.ServerCredentials:
+        with open(self.key_file, "rb") as key, open(self.cert_file, "rb") as chain:
+            return grpc.ssl_server_credentials([(key.read(), chain.read())])
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
 # --- gRPC ------------------------------------------------------------------------------
 
 class _Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, repository: Repository, faults: Faults):
+    def __init__(self, repository: Repository, faults: Faults, token: str | None = None):
         self.repository = repository
         self.faults = faults
+        self.token = token
 
     def _guard(self, method: str, context: grpc.ServicerContext) -> None:
         planned = self.faults.take(method)
@@ -393,6 +427,8 @@ class _Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def _serve(self, method, request, context, answer):
         try:
+            metadata = dict(context.invocation_metadata())
+            self.faults.authorize(self.token, metadata.get("authorization"))
             self._guard(method, context)
             return answer(request)
         except ServingError as e:
@@ -506,11 +542,15 @@ def metadata_response(repository: Repository, spec, fields: list[str]
 
 
 class GrpcServer:
-    """The gRPC PredictionService on ``HOST:port``; ``restart()`` keeps the port."""
+    """The gRPC PredictionService on ``HOST:port``; ``restart()`` keeps the port.
 
-    def __init__(self, repository: Repository, faults: Faults, port: int | None = None):
+    ``tls``: serve TLS with this certificate; ``token``: require it (module docstring)."""
+
+    def __init__(self, repository: Repository, faults: Faults, port: int | None = None, *,
+                 tls: ServerTls | None = None, token: str | None = None):
         self.repository, self.faults = repository, faults
         self.port = port or free_port()
+        self.tls, self.token = tls, token
         self._server: grpc.Server | None = None
 
     @property
@@ -525,9 +565,10 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0)])
             prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-                _Servicer(self.repository, self.faults), server)
+                _Servicer(self.repository, self.faults, self.token), server)
             try:
-                bound = server.add_insecure_port(self.target)
+                bound = server.add_secure_port(self.target, self.tls.grpc_credentials()) \
+                    if self.tls is not None else server.add_insecure_port(self.target)
             except RuntimeError:
                 bound = 0
             if bound == self.port:
@@ -625,9 +666,19 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         pass
 
-    def _send(self, status: int, body: object) -> None:
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):  # the handshake, in this thread
+            self.request.settimeout(10)
+            self.request.do_handshake()
+            self.request.settimeout(None)
+        super().setup()
+
+    def _send(self, status: int, body: object, headers: Mapping[str, str] | None = None
+              ) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -650,6 +701,10 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
         match = _ROUTE.match(self.path)
         method = "REST " + (match.group("verb") or ("metadata" if match and match.group(
             "metadata") else "status") if match else "REST ?")
+        try:
+            app.faults.authorize(self.server.token, self.headers.get("Authorization"))
+        except ServingError as e:
+            return self._send(401, {"error": e.message}, {"WWW-Authenticate": "Bearer"})
         planned = app.faults.take(method)
         if planned is not None:
             kind, secs = planned
@@ -675,6 +730,18 @@ class _RestHttpServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     app: RestApi
+    token: str | None = None
+    ssl_context: ssl.SSLContext | None = None
+
+    def get_request(self):
+        sock, address = super().get_request()
+        if self.ssl_context is not None:  # the handshake runs in the request's thread
+            sock = self.ssl_context.wrap_socket(sock, server_side=True,
+                                                do_handshake_on_connect=False)
+        return sock, address
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # a client that refused our certificate, or hung up: nothing to report
 
 
 class RestApi:
@@ -769,17 +836,22 @@ class RestApi:
 
 
 class RestServer:
-    """TF Serving's REST API on ``HOST:port`` in a thread; ``restart()`` keeps the port."""
+    """TF Serving's REST API on ``HOST:port`` in a thread; ``restart()`` keeps the port.
 
-    def __init__(self, repository: Repository, faults: Faults, port: int | None = None):
+    ``tls``: serve https with this certificate; ``token``: require it (module docstring)."""
+
+    def __init__(self, repository: Repository, faults: Faults, port: int | None = None, *,
+                 tls: ServerTls | None = None, token: str | None = None):
         self.api = RestApi(repository, faults)
         self.port = port or free_port()
+        self.tls, self.token = tls, token
         self._server: _RestHttpServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        """``http://127.0.0.1:PORT``, ``https://`` with TLS."""
+        return f"{'https' if self.tls is not None else 'http'}://{HOST}:{self.port}"
 
     def start(self, timeout_secs: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_secs
@@ -792,6 +864,8 @@ class RestServer:
                     pytest.fail(f"the REST server could not bind {self.url}", pytrace=False)
                 time.sleep(0.2)
         server.app = self.api
+        server.token = self.token
+        server.ssl_context = self.tls.ssl_context() if self.tls is not None else None
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={
             "poll_interval": 0.1}, name="tf-serving-rest", daemon=True)
