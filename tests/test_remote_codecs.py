@@ -55,6 +55,14 @@ def test_grpc_predict_round_trip():
     assert _tf_serving_grpc.model_spec("m", version_label="x").version_label == "x"
 
 
+@pytest.mark.parametrize("array", [
+    BINARY, BINARY.reshape(3, 1), np.array([], dtype=object), FEEDS["x"], FEEDS["n"],
+    np.array(["text", "é"], dtype=object), np.array([b"a", "mixed"], dtype=object)],
+    ids=["bytes", "bytes-2d", "empty", "float32", "int64", "str", "mixed"])
+def test_grpc_tensors_are_tf_make_tensor_proto_message_for_message(array):
+    assert _tf_serving_grpc.tensor_proto(array) == tf.make_tensor_proto(array)
+
+
 @pytest.mark.parametrize("columnar", [False, True])
 def test_rest_json_round_trip(columnar):
     body = _tf_serving_rest.predict_body("sig", FEEDS, columnar=columnar)
