@@ -755,9 +755,15 @@ def _same_calls(a: Calls, b: Calls) -> bool:
             if value is other:
                 continue
             try:
-                if not np.array_equal(np.asarray(value), np.asarray(other)):
-                    return False
+                value, other = np.asarray(value), np.asarray(other)
+                if value.dtype == object:  # bytes compared in C, the same objects at once
+                    same = value.shape == other.shape and \
+                        value.ravel().tolist() == other.ravel().tolist()
+                else:
+                    same = np.array_equal(value, other)
             except Exception:  # noqa: BLE001 - values that cannot be compared differ
+                return False
+            if not same:
                 return False
     return True
 
