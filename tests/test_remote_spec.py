@@ -19,13 +19,10 @@ from beam_infer.remote import (
     RetryableRemoteError,
     parse_url,
 )
-from beam_infer.remote._backend import (
-    Limiter,
-    RemoteServable,
-    RowCache,
-    refreshed_spec,
-    row_keys,
-)
+from beam_infer.remote._backend import refreshed_spec
+from beam_infer.remote._row_cache import RowCache, row_keys
+from beam_infer.remote._servable import RemoteServable
+from beam_infer.remote._throttling import Limiter
 
 TOKEN = "tok-9d1c-secret"
 
