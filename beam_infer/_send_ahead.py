@@ -108,8 +108,11 @@ class AheadHandler(ForwardingHandler):
         servable = _SERVABLES.get(self._id)
         if servable is None or not batch:
             return None
-        calls = self._inner.planned_calls(batch)
-        return servable.send_ahead(calls) if calls is not None else None
+        try:
+            calls = self._inner.planned_calls(batch)
+            return servable.send_ahead(calls) if calls is not None else None
+        except Exception:  # noqa: BLE001 - scoring the batch meets the error and reports it
+            return None
 
     def run_inference(self, batch: Held, model: Any,
                       inference_args: Mapping[str, Any] | None = None) -> list[Any]:
