@@ -200,6 +200,15 @@ class BatchesHandler(ForwardingHandler):
         super().__init__(inner)
         self._caller = caller
 
+    def planned_calls(self, batch: Batch) -> list | None:
+        """The model calls scoring ``batch`` makes (see ``_send_ahead``), or None."""
+        if batch.size == 0:
+            return None
+        try:
+            return self._inner.model_calls(encode(self._inner, batch))[1]
+        except Exception:  # noqa: BLE001 - the batch is scored, and stops, as usual
+            return None
+
     def run_inference(self, batch: Batch, model: Any,
                       inference_args: Mapping[str, Any] | None = None) -> Iterable[Any]:
         inner: InferenceHandler = self._inner

@@ -17,7 +17,9 @@ flight's answers instead of sending them again. Elements refused before the mode
 isolation, make other calls; the flight's answered rows then wait in the servable's row
 cache for them, so no row is scored twice.
 
-Used for backends whose servables offer it (``Backend.sends_ahead``: endpoints). The
+Pre-batched input (``on_batches()``) holds one input batch back the same way, with
+``BatchesHandler`` as the handler. Used for backends whose servables offer it
+(``Backend.sends_ahead``: endpoints). The
 servable both steps use is the one Beam's shared handle loaded for ``RunInference``,
 registered per process under the transform's id when it loads (``_SERVABLES``).
 """
@@ -137,5 +139,15 @@ def per_element(pcoll: beam.PCollection, handler: base.ModelHandler,
     ahead = AheadHandler(handler)
     return (pcoll
             | "Batch" >> beam.BatchElements(**handler.batch_elements_kwargs())
+            | "SendAhead" >> beam.ParDo(SendAheadFn(ahead))
+            | "Infer" >> base.RunInference(ahead).with_output_types(output_type))
+
+
+def batched(batches: beam.PCollection, handler: base.ModelHandler,
+            output_type: Any) -> beam.PCollection:
+    """Pre-batched elements (each one ``_batches.Batch``) scored by ``handler`` (a
+    ``BatchesHandler``) with send-ahead: the steps ``SendAhead`` and ``Infer``."""
+    ahead = AheadHandler(handler)
+    return (batches
             | "SendAhead" >> beam.ParDo(SendAheadFn(ahead))
             | "Infer" >> base.RunInference(ahead).with_output_types(output_type))

@@ -265,9 +265,11 @@ class RunInferenceOnBatches(beam.PTransform):
         handler = _batches.BatchesHandler(self._handler,
                                           ModelCaller(self._handler, self._retry))
         output_type = self.infer_output_type(pcoll.element_type)
-        return (pcoll
-                | "AsBatch" >> beam.Map(_batches.as_batch, self._handler.plan.signatures[0].name)
-                | "Infer" >> base.RunInference(handler).with_output_types(output_type))
+        batches = pcoll | "AsBatch" >> beam.Map(_batches.as_batch,
+                                                self._handler.plan.signatures[0].name)
+        if self._handler.backend.sends_ahead:
+            return _send_ahead.batched(batches, handler, output_type)
+        return batches | "Infer" >> base.RunInference(handler).with_output_types(output_type)
 
 
 def _nests(handler: InferenceHandler, element_type: Any, keys: Keys) -> bool:
