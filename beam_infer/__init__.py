@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from beam_infer import _startup
 
 # Before anything else imports TensorFlow and Beam; see _startup for why.
@@ -67,8 +69,28 @@ with _startup.dependencies_imported():
         RunInferenceWithDeadLetters,
     )
     from beam_infer._version import __version__ as __version__
-    from beam_infer.remote import BearerToken, EndpointSpec, Protocol, Tls
     from beam_infer.saved_model._warmup import write_warmup_requests
+
+#: Public names of ``beam_infer.remote``, imported when first used (``__getattr__``): a
+#: pipeline that scores SavedModels never loads the endpoint clients, protocols and codecs.
+_REMOTE_NAMES = frozenset({"BearerToken", "EndpointSpec", "Protocol", "Tls"})
+if TYPE_CHECKING:  # what type checkers and the API reference read
+    from beam_infer.remote import BearerToken, EndpointSpec, Protocol, Tls
+
+
+def __getattr__(name: str) -> object:
+    if name in _REMOTE_NAMES:
+        from beam_infer import remote
+
+        value = getattr(remote, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'beam_infer' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_REMOTE_NAMES})
+
 
 __all__ = [
     "METRICS_NAMESPACE",

@@ -60,9 +60,12 @@ def test_nothing_changes_once_tensorflow_is_imported():
 
 
 @pytest.mark.e2e
-def test_a_fresh_import_freezes_its_dependencies_and_leaves_the_collector_on():
-    code = "import gc, beam_infer; print(gc.isenabled(), gc.get_freeze_count() > 100_000)"
+def test_a_fresh_import_freezes_its_dependencies_and_leaves_the_endpoint_clients_out():
+    code = ("import gc, sys, beam_infer as bi; "
+            "print(gc.isenabled(), gc.get_freeze_count() > 100_000, "
+            "'beam_infer.remote' in sys.modules, "
+            "bi.EndpointSpec.__module__, 'beam_infer.remote' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, check=True,
                           env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert done.stdout.split() == ["True", "True"]
+    assert done.stdout.split() == ["True", "True", "False", "beam_infer.remote._spec", "True"]
