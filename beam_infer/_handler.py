@@ -34,7 +34,7 @@ from beam_infer._validation import Validator
 from beam_infer.saved_model import SavedModelBackend
 from beam_infer.saved_model._override import LoadOverrideFn
 
-if TYPE_CHECKING:  # imported when an endpoint is first scored (see is_endpoint_spec)
+if TYPE_CHECKING:  # imported when an EndpointHandler is built (see is_endpoint_spec)
     from beam_infer.remote import EndpointSpec
 
 PredictionLog = _prediction_log.PredictionLog
