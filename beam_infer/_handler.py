@@ -14,8 +14,9 @@ example lists are wrappers around the handler (``_isolation``, ``_retries``,
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from apache_beam.ml.inference import base
@@ -30,9 +31,11 @@ from beam_infer._outputs import OutputFormat, output_format
 from beam_infer._signatures import Feed, Operation, Signature, SignaturePlan
 from beam_infer._stages import EncodedBatch, ModelResults
 from beam_infer._validation import Validator
-from beam_infer.remote import EndpointSpec, RemoteBackend
 from beam_infer.saved_model import SavedModelBackend
 from beam_infer.saved_model._override import LoadOverrideFn
+
+if TYPE_CHECKING:  # imported when an EndpointHandler is built (see is_endpoint_spec)
+    from beam_infer.remote import EndpointSpec
 
 PredictionLog = _prediction_log.PredictionLog
 PredictionResult = base.PredictionResult
@@ -307,15 +310,28 @@ class EndpointHandler(InferenceHandler):
 
     def __init__(self, spec: EndpointSpec, *, output: Output = Output.PREDICTION_LOG):
         _check_output(output)  # before the server is asked
-        if not isinstance(spec, EndpointSpec):
+        if not is_endpoint_spec(spec):
             raise ConfigurationError(
                 f"EndpointHandler takes a beam_infer.EndpointSpec; got "
                 f"{type(spec).__name__}. For a SavedModel use SavedModelHandler.")
+        from beam_infer.remote import RemoteBackend
+
         super().__init__(RemoteBackend(spec), output=output)
 
     @property
     def spec(self) -> EndpointSpec:
         return self._backend.spec
+
+
+def is_endpoint_spec(value: Any) -> bool:
+    """Whether ``value`` is a ``beam_infer.EndpointSpec``, without importing the remote
+    backend (its clients, protocols and codecs) for a SavedModel.
+
+    No EndpointSpec exists before ``beam_infer.remote`` is imported, and ``bi.EndpointSpec``
+    imports it (``beam_infer.__getattr__``).
+    """
+    remote = sys.modules.get("beam_infer.remote")
+    return remote is not None and isinstance(value, remote.EndpointSpec)
 
 
 def _check_output(output: Any) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import apache_beam as beam
 from apache_beam.ml.inference import base
@@ -19,7 +19,12 @@ from beam_infer._dead_letters import (
     ValidateFn,
 )
 from beam_infer._errors import ConfigurationError
-from beam_infer._handler import EndpointHandler, InferenceHandler, SavedModelHandler
+from beam_infer._handler import (
+    EndpointHandler,
+    InferenceHandler,
+    SavedModelHandler,
+    is_endpoint_spec,
+)
 from beam_infer._isolation import IsolatingHandler
 from beam_infer._keyed_batches import KeyedBatchesHandler, is_list_type, may_hold_keyed_batches
 from beam_infer._keys import Keys
@@ -28,8 +33,10 @@ from beam_infer._local_runner import patch_local_runner_metrics
 from beam_infer._retries import ModelCaller
 from beam_infer._signatures import Feed
 from beam_infer._validation import Validator
-from beam_infer.remote import EndpointSpec
 from beam_infer.saved_model._override import LoadOverrideFn
+
+if TYPE_CHECKING:
+    from beam_infer.remote import EndpointSpec
 
 K = TypeVar("K")
 DEFAULT_RETRY = RetryConfig()
@@ -110,7 +117,7 @@ class RunInference(beam.PTransform):
             raise ConfigurationError(
                 f"RunInference(retry=...) takes a beam_infer.RetryConfig; got "
                 f"{type(retry).__name__}. Example: retry=bi.RetryConfig(max_attempts=5).")
-        if isinstance(inference_spec_type, EndpointSpec):
+        if is_endpoint_spec(inference_spec_type):
             if load_override_fn is not None:
                 raise ConfigurationError(
                     "load_override_fn loads a SavedModel on the worker, but an EndpointSpec "

@@ -13,9 +13,10 @@ Two kinds of module: *jobs*, which have a ``python -m pipelines.<job>`` entry po
 the batch-scoring steps, ...). A job imports only ``beam_infer`` and helpers, never another
 job, and ``beam_infer`` never imports this package; ``tests/test_layout.py`` checks both.
 
-Importing it imports TensorFlow without its C++ start-up lines (see
-``beam_infer_cli.quiet_tensorflow_import``) unless ``--verbose`` is on the command line.
-That is the jobs' choice; importing ``beam_infer`` alone changes nothing.
+Importing it imports ``beam_infer``, and TensorFlow and Beam with it, without
+TensorFlow's C++ start-up lines (see ``beam_infer_cli.quiet_tensorflow_import``) unless
+``--verbose`` is on the command line. That is the jobs' choice; importing ``beam_infer``
+alone changes no logging.
 """
 
 from beam_infer_cli import quiet_tensorflow_import as _quiet_tensorflow_import

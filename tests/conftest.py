@@ -46,12 +46,13 @@ UNIT_MODULES = frozenset({
     "test_dockerfile", "test_handler", "test_isolation", "test_keys", "test_keywords",
     "test_layout", "test_live_versions", "test_loading", "test_messages", "test_metrics_docs",
     "test_model_cache", "test_prediction_log", "test_public_api", "test_reading",
-    "test_remote_codecs", "test_remote_spec", "test_rows", "test_support", "test_tables",
-    "test_tensor_inputs", "test_validation", "test_versions", "test_warmup",
+    "test_remote_codecs", "test_remote_spec", "test_rows", "test_startup", "test_support",
+    "test_tables", "test_tensor_inputs", "test_validation", "test_versions", "test_warmup",
 })
 E2E_MODULES = frozenset({
     "test_batch_scoring_models", "test_batch_scoring_recipes", "test_batch_scoring_runs",
-    "test_benchmark_dead_letters_smoke", "test_benchmark_smoke", "test_bigquery_preflight",
+    "test_benchmark_dead_letters_smoke", "test_benchmark_smoke",
+    "test_benchmark_startup_smoke", "test_bigquery_preflight",
     "test_docs", "test_notebook", "test_pipelines_basic", "test_pipelines_batch_scoring",
     "test_pipelines_dead_letters", "test_pipelines_patterns", "test_pipelines_streaming",
     "test_services",
