@@ -42,7 +42,9 @@ def test_a_failing_import_restores_the_collector_and_freezes_nothing(tensorflow_
     with pytest.raises(ImportError), _startup.dependencies_imported():
         raise ImportError("no module named 'tensorflow'")
     assert gc.isenabled()
-    assert gc.get_freeze_count() == frozen
+    # Nothing newly frozen; frozen objects that other threads free meanwhile leave the
+    # count, so it may go down.
+    assert gc.get_freeze_count() <= frozen
 
 
 def test_a_collector_the_program_turned_off_stays_off(tensorflow_not_imported):
@@ -56,7 +58,7 @@ def test_nothing_changes_once_tensorflow_is_imported():
     frozen = gc.get_freeze_count()
     with _startup.dependencies_imported():
         assert gc.isenabled()
-    assert gc.get_freeze_count() == frozen
+    assert gc.get_freeze_count() <= frozen  # as above: frees may lower it, nothing is added
 
 
 @pytest.mark.e2e
