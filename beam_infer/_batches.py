@@ -201,13 +201,11 @@ class BatchesHandler(ForwardingHandler):
         self._caller = caller
 
     def planned_calls(self, batch: Batch) -> list | None:
-        """The model calls scoring ``batch`` makes (see ``_send_ahead``), or None."""
+        """The model calls scoring ``batch`` makes (see ``_send_ahead``); None for an
+        empty batch, which makes none. Raises as ``encode`` does."""
         if batch.size == 0:
             return None
-        try:
-            return self._inner.model_calls(encode(self._inner, batch))[1]
-        except Exception:  # noqa: BLE001 - the batch is scored, and stops, as usual
-            return None
+        return self._inner.model_calls(encode(self._inner, batch))[1]
 
     def run_inference(self, batch: Batch, model: Any,
                       inference_args: Mapping[str, Any] | None = None) -> Iterable[Any]:

@@ -176,12 +176,12 @@ class InferenceHandler(base.ModelHandler[Any, PredictionLog | PredictionResult, 
         return signatures, calls, rows
 
     def planned_calls(self, values: Sequence[Any]) -> list | None:
-        """The model calls ``run_inference`` makes for ``values`` when all of them can be
-        fed, or None (see ``_send_ahead``); errors surface when the batch is scored."""
-        try:
-            return self.model_calls(self.encoded(self.encode(values)))[1]
-        except Exception:  # noqa: BLE001 - the batch is scored, and fails, as usual
-            return None
+        """The model calls ``run_inference`` makes for ``values`` (see ``_send_ahead``).
+
+        Raises:
+            InputError: as ``encode`` and ``model_calls`` do for elements that cannot be fed.
+        """
+        return self.model_calls(self.encoded(self.encode(values)))[1]
 
     def report_loads(self, results: ModelResults) -> None:
         """Metrics for the events (loads, requests) ``results`` carries; call it from the

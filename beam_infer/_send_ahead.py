@@ -110,10 +110,12 @@ class AheadHandler(ForwardingHandler):
         servable = _SERVABLES.get(self._id)
         if servable is None or not batch:
             return None
+        # The one guard for planning and sending: scoring the batch meets the same error
+        # and reports it as usual (isolation, dead letters, or stopping the pipeline).
         try:
             calls = self._inner.planned_calls(batch)
             return servable.send_ahead(calls) if calls is not None else None
-        except Exception:  # noqa: BLE001 - scoring the batch meets the error and reports it
+        except Exception:  # noqa: BLE001 - see above
             return None
 
     def run_inference(self, batch: Held, model: Any,
