@@ -58,10 +58,11 @@ def _field_by_field_predict_log(example: bytes, output: np.ndarray, model: tuple
 
 @pytest.mark.parametrize("version", [1, 300, 2**40])
 @pytest.mark.parametrize("lengths", ["equal", "different"])
-def test_wire_built_predict_logs_equal_logs_built_field_by_field(version, lengths):
+@pytest.mark.parametrize("n", [5, 17, 40])  # logs are parsed up to 16 at a time
+def test_wire_built_predict_logs_equal_logs_built_field_by_field(version, lengths, n):
     # Equal lengths take the joined-in-C path, different ones the per-element path.
-    examples = [b"example-%d" % i * (1 if lengths == "equal" else i + 1) for i in range(5)]
-    outputs = np.arange(10, dtype=np.float32).reshape(5, 2)
+    examples = [b"example-%02d" % i * (1 if lengths == "equal" else i + 1) for i in range(n)]
+    outputs = np.arange(2 * n, dtype=np.float32).reshape(n, 2)
     outputs[3] = 0.0  # a row of zero bytes is still a full row
     logs = bi_logs.predict_logs(examples, {"y": outputs}, input_alias="examples",
                                 signature_name="serving_default", model=("m", version))
@@ -95,3 +96,17 @@ def test_a_kept_predict_log_does_not_keep_its_batch_alive():
     gc.collect()
     assert _rss_mb() - before < 40, "kept logs hold on to their batches' memory"
     assert sum(log.ByteSize() for log in kept) < 200_000
+
+
+def test_a_kept_small_log_keeps_at_most_its_chunk():
+    # Small logs are parsed 16 at a time into one arena: a kept log may hold its chunk
+    # (~25 KB here), never its batch of 1024 (~1.5 MB).
+    examples = [b"x" * 100] * 1024
+    outputs = {"y": np.zeros((1024, 1), np.float32)}
+    bi_logs.predict_logs(examples, outputs, input_alias="examples", signature_name="s")
+    before = _rss_mb()
+    kept = [bi_logs.predict_logs(examples, outputs, input_alias="examples",
+                                 signature_name="s")[0] for _ in range(200)]
+    gc.collect()
+    assert _rss_mb() - before < 40, "kept logs hold on to their batches' memory"
+    assert all(log == kept[0] for log in kept)
