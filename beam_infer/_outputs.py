@@ -10,6 +10,7 @@ other module asks which format it is.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,11 +84,11 @@ class LeanResults:
         aliases = list(outputs)
         if len(aliases) == 1:
             (alias,) = aliases
-            return [_result(e, {alias: row})
-                    for e, row in zip(values, outputs[alias], strict=True)]
-        columns = [outputs[a] for a in aliases]
-        return [_result(e, dict(zip(aliases, rows, strict=True)))
-                for e, *rows in zip(values, *columns, strict=True)]
+            inferences = [{alias: row} for row in outputs[alias]]
+        else:
+            inferences = [dict(zip(aliases, rows, strict=True))
+                          for rows in zip(*(outputs[a] for a in aliases), strict=True)]
+        return _results(values, inferences)
 
     def per_batch(self, plan: SignaturePlan, value: Any, encoded: EncodedBatch,
                   results: ModelResults) -> PredictionResult:
@@ -107,10 +108,13 @@ def output_format(output: Output) -> OutputFormat:
     return PredictionLogs() if output is Output.PREDICTION_LOG else LeanResults()
 
 
-def _new_result(example: Any, inference: dict[str, np.ndarray]) -> PredictionResult:
-    # NamedTuple's generated __new__ is a Python frame; this is the same tuple, 4x faster.
-    return tuple.__new__(PredictionResult, (example, inference, None))
-
-
-_result = _new_result if PredictionResult._fields == ("example", "inference", "model_id") \
-    else PredictionResult
+def _results(examples: Sequence[Any], inferences: list[dict[str, np.ndarray]]
+             ) -> list[PredictionResult]:
+    """``PredictionResult(example, inference)`` for each pair, built with no Python frame
+    per element (NamedTuple's generated ``__new__`` is one): the same tuples, ~2x faster."""
+    if len(examples) != len(inferences):
+        raise ValueError(f"{len(examples)} elements but {len(inferences)} outputs")
+    if PredictionResult._fields != ("example", "inference", "model_id"):  # another Beam
+        return list(map(PredictionResult, examples, inferences))
+    return list(map(tuple.__new__, itertools.repeat(PredictionResult),
+                    zip(examples, inferences, itertools.repeat(None))))

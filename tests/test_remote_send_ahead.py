@@ -123,3 +123,31 @@ def _steps(transform) -> list:
     pipeline = beam.Pipeline()
     _ = pipeline | beam.Create([b""]) | transform
     return [t for t in pipeline.transforms_stack[0].parts[1].parts]
+
+
+class _Recording:
+    """Stands in for AheadHandler.send_ahead: records which batches were sent, when."""
+
+    def __init__(self):
+        self.sent: list = []
+
+    def send_ahead(self, batch):
+        self.sent.append(list(batch))
+        return f"flight-{len(self.sent)}"
+
+
+def test_send_ahead_holds_two_batches_so_the_server_always_has_the_next():
+    from beam_infer import _send_ahead
+
+    handler = _Recording()
+    fn = _send_ahead.SendAheadFn(handler)
+    fn.start_bundle()
+    w1, w2 = window.IntervalWindow(0, 10), window.IntervalWindow(10, 20)
+    out = [list(fn.process([i], timestamp=i, window=w1 if i < 2 else w2)) for i in range(4)]
+    assert _send_ahead.HELD_BATCHES == 2
+    assert [len(o) for o in out] == [0, 0, 1, 1]  # a batch goes on when 2 more were sent
+    assert handler.sent == [[0], [1], [2], [3]]
+    emitted = [o[0] for o in out if o] + list(fn.finish_bundle())
+    assert [(v.value.batch, v.value.flight, v.windows) for v in emitted] == [
+        ([0], "flight-1", (w1,)), ([1], "flight-2", (w1,)), ([2], "flight-3", (w2,)),
+        ([3], "flight-4", (w2,))]
