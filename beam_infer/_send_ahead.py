@@ -10,9 +10,10 @@ server idles while the worker does its own per-element work. Send-ahead overlaps
 ``SendAheadFn`` keeps two batches back (``HELD_BATCHES``): for each batch it starts the
 batch's requests (``servable.send_ahead``, with the calls the handler would make, from
 ``planned_calls``) and emits the oldest batch it holds, whose answers are by then in or
-on their way; the last ones go at the end of the bundle, each in its own window. ``AheadHandler`` scores each held
-batch with the usual handler (isolation, retries, dead letters, outputs unchanged) under
-``servable.expecting(flight)``, so the first model call with the same calls takes the
+on their way; the last ones go at the end of the bundle, each in its own window.
+``AheadHandler`` scores each held batch with the usual handler (isolation, retries, dead
+letters, outputs unchanged) under ``servable.expecting(flight)``, so the first model
+call with the same calls takes the
 flight's answers instead of sending them again. Elements refused before the model, and
 isolation, make other calls; the flight's answered rows then wait in the servable's row
 cache for them, so no row is scored twice.

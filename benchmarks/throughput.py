@@ -137,6 +137,32 @@ class _ImportTensorFlow(beam.DoFn):
         yield element
 
 
+class _NoModel:
+    """What ``_DoNothingHandler`` loads: nothing (Beam's shared handle needs a weakref)."""
+
+
+class _DoNothingHandler(base.ModelHandler):
+    """Beam's RunInference engine alone: batches as configured, scores nothing.
+
+    One ``PredictionResult(element, None)`` per element, so a pipeline with it measures
+    what Beam's ``BatchElements``, its RunInference DoFn and ``KeyedModelHandler`` cost
+    around any handler: the most any RunInference-based transform can reach.
+    """
+
+    def __init__(self, batch: int):
+        super().__init__()
+        self._batch = batch
+
+    def load_model(self) -> _NoModel:
+        return _NoModel()
+
+    def run_inference(self, batch, model, inference_args=None):
+        return [base.PredictionResult(element, None) for element in batch]
+
+    def batch_elements_kwargs(self):
+        return {"min_batch_size": self._batch, "max_batch_size": self._batch}
+
+
 @dataclasses.dataclass
 class Row:
     name: str
@@ -410,8 +436,11 @@ def bench_multiplier(bench: Bench, n: int, batch: int, *, tf_data_read: bool) ->
             records = p | "Read" >> beam.io.ReadFromTFRecord(files)
         return records | "Key" >> beam.Map(with_key).with_output_types(tuple[bytes, bytes])
 
+    engine = base.KeyedModelHandler(_DoNothingHandler(batch))
     rows = [Row("direct loop (the limit)", loop),
-            bench.pipeline("read and key only (runner floor)", data, read)]
+            bench.pipeline("read and key only (runner floor)", data, read),
+            bench.pipeline("Beam RunInference, a handler that scores nothing (engine only)",
+                           data, read, lambda pcoll: pcoll | base.RunInference(engine))]
     for name, step in _variants(path, batch, (), keyed=True, with_tfx=True):
         rows.append(bench.pipeline(name, data, read, step))
     return rows

@@ -28,7 +28,9 @@ def test_smoke_run_prints_every_variant_and_one_load_per_worker(tmp_path, monkey
     assert report in capsys.readouterr().out
     five = _rows(report, "y = 5x, keyed serialized Examples, n=300")
     assert list(five) == [
-        "direct loop (the limit)", "read and key only (runner floor)", "tfx-bsl RunInference",
+        "direct loop (the limit)", "read and key only (runner floor)",
+        "Beam RunInference, a handler that scores nothing (engine only)",
+        "tfx-bsl RunInference",
         "Beam RunInference + tfx-bsl CreateModelHandler", "beam_infer PredictionLog",
         "beam_infer lean (PredictionResult)"]
     five_tf_data = _rows(report, "y = 5x, keyed serialized Examples read by tf.data "
@@ -37,7 +39,7 @@ def test_smoke_run_prints_every_variant_and_one_load_per_worker(tmp_path, monkey
     examples = _rows(report, "MLP 784-512-512-10, serialized Examples, n=200")
     reading = "direct loop reading the files (tf.data, no Beam)"
     assert list(examples) == [
-        *list(five)[:1], "read only (runner floor)", reading, *list(five)[2:],
+        *list(five)[:1], "read only (runner floor)", reading, *list(five)[3:],
         "read batches only (bi.ReadTFRecordBatches)",
         "read batches only (ReadFromTFRecord + BatchElements)",
         "read batches only (TFXIO BeamSource)",
