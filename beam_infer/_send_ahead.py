@@ -5,7 +5,7 @@ model's answer, then Beam builds and emits the outputs and gathers the next batc
 a model behind an endpoint that wait is the network's and the server's time, and the
 server idles while the worker does its own per-element work. Send-ahead overlaps the two:
 
-    BatchElements → SendAhead → RunInference (one held batch per call, outputs per element)
+    BatchElements → SendAhead → RunInference (a held batch per call, outputs per element)
 
 ``SendAheadFn`` keeps two batches back (``HELD_BATCHES``): for each batch it starts the
 batch's requests (``servable.send_ahead``, with the calls the handler would make, from
@@ -13,10 +13,9 @@ batch's requests (``servable.send_ahead``, with the calls the handler would make
 on their way; the last ones go at the end of the bundle, each in its own window.
 ``AheadHandler`` scores each held batch with the usual handler (isolation, retries, dead
 letters, outputs unchanged) under ``servable.expecting(flight)``, so the first model
-call with the same calls takes the
-flight's answers instead of sending them again. Elements refused before the model, and
-isolation, make other calls; the flight's answered rows then wait in the servable's row
-cache for them, so no row is scored twice.
+call with the same calls takes the flight's answers instead of sending them again.
+Elements refused before the model, and isolation, make other calls; the flight's
+answered rows then wait in the servable's row cache for them, so no row is scored twice.
 
 Pre-batched input (``on_batches()``) holds input batches back the same way, with
 ``BatchesHandler`` as the handler. Used for backends whose servables offer it
