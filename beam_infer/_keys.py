@@ -72,9 +72,9 @@ class KeyedBatch:
         if tuple not in types:  # no pairs at all: found in C
             return cls([False] * len(batch), [None] * len(batch), list(batch))
         if types == {tuple} and set(map(len, batch)) == {2}:  # all pairs: found in C
-            key_list, values = (list(column) for column in zip(*batch, strict=True))
-            return cls([True] * len(batch), key_list, values)
-        has_key = [_is_pair(e) for e in batch]
+            has_key = [True] * len(batch)
+        else:
+            has_key = [_is_pair(e) for e in batch]
         if has_key and all(has_key):  # the common case: unzip in C
             key_list, values = (list(column) for column in zip(*batch, strict=True))
             return cls(has_key, key_list, values)

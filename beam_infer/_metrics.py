@@ -98,6 +98,13 @@ def report_event(event: Event) -> None:
         report_load(event)
 
 
+# Made once: a request is reported per call, and making a metric costs more than
+# updating it (each update finds the current bundle's container itself).
+_requests = Metrics.counter(NAMESPACE, REMOTE_REQUESTS)
+_request_latency = Metrics.distribution(NAMESPACE, REMOTE_REQUEST_LATENCY)
+_request_bytes = Metrics.distribution(NAMESPACE, REMOTE_REQUEST_BYTES)
+
+
 def report_request(record: CallRecord) -> None:
     """Metrics for one request to a remote endpoint."""
     _requests.inc()
@@ -107,13 +114,6 @@ def report_request(record: CallRecord) -> None:
         Metrics.counter(NAMESPACE, REMOTE_THROTTLED).inc(int(record.throttled_secs * 1000))
     if not record.ok:
         Metrics.counter(NAMESPACE, REMOTE_FAILURES_PREFIX + record.status).inc()
-
-
-# Made once: a request is reported per call, and making a metric costs more than
-# updating it (each update finds the current bundle's container itself).
-_requests = Metrics.counter(NAMESPACE, REMOTE_REQUESTS)
-_request_latency = Metrics.distribution(NAMESPACE, REMOTE_REQUEST_LATENCY)
-_request_bytes = Metrics.distribution(NAMESPACE, REMOTE_REQUEST_BYTES)
 
 
 def report_load(event: LoadEvent) -> None:

@@ -300,8 +300,6 @@ def _parse_framed(framed: list[bytes]) -> list[PredictionLog]:
     if not framed:
         return []
     per_chunk = max(1, min(_CHUNK_LOGS, _CHUNK_BYTES * len(framed) // sum(map(len, framed))))
-    if per_chunk == 1:
-        return [_LogChunk.FromString(f).logs[0] for f in framed]
     logs: list[PredictionLog] = []
     for start in range(0, len(framed), per_chunk):
         logs += _LogChunk.FromString(b"".join(framed[start:start + per_chunk])).logs
