@@ -456,3 +456,22 @@ def test_a_refresh_over_tls_keeps_the_ca_and_the_token(secure, tmp_path):
     assert outputs_of(logs) == [10.0, 20.0, 30.0]
     assert {log.predict_log.response.model_spec.name for log in logs} == {"ten"}
     assert set(secure.faults.authorizations) == {"Bearer " + TOKEN}
+
+
+def test_a_refresh_to_another_host_stops_the_pipeline_before_the_token_goes_there(
+        secure, tmp_path):
+    # "localhost" is the same server under another name (its certificate names both), as
+    # an attacker's host would be: whoever writes the refresh side input names the host.
+    path = tmp_path / "token"
+    path.write_text(TOKEN)
+    spec = spec_for(secure.url(secure.tls_grpc), tls=bi.Tls(ca_file=secure.ca_file),
+                    token=bi.BearerToken(file=str(path)))
+    port = secure.tls_grpc.target.rsplit(":", 1)[1]
+    assert secure.tls_grpc.target.startswith("127.0.0.1:")
+    sent_before = len(secure.faults.authorizations)
+    with pytest.raises(Exception, match="a token is not sent to another host") as stopped:
+        refreshed(spec, f"grpcs://localhost:{port}/models/ten", tmp_path / "out")
+    assert "token is for '127.0.0.1'" in str(stopped.value)
+    assert TOKEN not in str(stopped.value)
+    # Only the build-time metadata read (to 127.0.0.1) carried it; no request went after.
+    assert secure.faults.authorizations[sent_before:] == ["Bearer " + TOKEN]

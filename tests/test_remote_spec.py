@@ -340,7 +340,8 @@ def test_a_refresh_url_names_the_model_and_the_spec_keeps_the_rest():
     moved = refreshed_spec(spec, "grpcs://h:1/models/ten/versions/2")
     assert (moved.model_name, moved.version, moved.version_label) == ("ten", 2, None)
     assert moved.tls == spec.tls and moved.token is token and moved.max_in_flight == 7
-    latest = refreshed_spec(moved, "grpcs://other:2/models/ten")  # no version: the latest
+    # Another host: only without a token (see the next test); no version: the latest.
+    latest = refreshed_spec(moved.replace(token=None), "grpcs://other:2/models/ten")
     assert latest.version is None and latest.tls == bi.Tls(ca_file="/ca.pem")  # name: h's
     assert refreshed_spec(spec, "grpc://h:1/models/ten").tls is None  # the URL says plain
     rest = bi.EndpointSpec.from_url("https://h/v1/models/five/versions/1", columnar=True,
@@ -351,6 +352,36 @@ def test_a_refresh_url_names_the_model_and_the_spec_keeps_the_rest():
     assert switched.protocol is bi.Protocol.TF_SERVING_GRPC and not switched.columnar
     with pytest.raises(bi.ConfigurationError, match="unknown endpoint URL scheme"):
         refreshed_spec(spec, "/models/ten/1")
+
+
+def test_a_refresh_url_on_another_host_is_refused_while_the_spec_has_a_token():
+    token = bi.BearerToken(env="SERVING_TOKEN")
+    spec = bi.EndpointSpec.from_url("grpcs://serving.internal:8500/models/five", token=token)
+    # The same host on TF Serving's REST port, and the host spelled in capitals: kept.
+    assert refreshed_spec(spec, "https://serving.internal:8501/v1/models/ten").token is token
+    assert refreshed_spec(spec, "grpcs://SERVING.internal:8500/models/ten").token is token
+    for url in ("grpcs://attacker.example:8500/models/ten",
+                "https://serving.internal.attacker.example/v1/models/ten",
+                "grpcs://127.0.0.1:8500/models/ten"):  # another name: not known the same
+        with pytest.raises(bi.ConfigurationError) as refused:
+            refreshed_spec(spec, url)
+        message = str(refused.value)
+        assert message.startswith("the model-refresh URL ") and "/models/ten" in message
+        assert "a token is not sent to another host" in message
+        assert "token is for 'serving.internal'" in message
+    # Without a token any host may be named.
+    assert refreshed_spec(spec.replace(token=None), "grpc://elsewhere:1/models/ten").token is None
+    # Google credentials follow Vertex across regions (googleapis.com hosts), no further.
+    vertex = bi.EndpointSpec.from_url(
+        "vertex://projects/p/locations/us-central1/endpoints/1",
+        token=bi.BearerToken(google=True), signatures_from="/models/five")
+    moved = refreshed_spec(vertex, "vertex://projects/p/locations/europe-west4/endpoints/2")
+    assert moved.token == vertex.token
+    with pytest.raises(bi.ConfigurationError, match="a token is not sent to another host"):
+        refreshed_spec(vertex, "https://h.example/v1/models/ten")
+    file_token = vertex.replace(token=bi.BearerToken(file="/secrets/t"))
+    with pytest.raises(bi.ConfigurationError, match=r"'europe-west4-aiplatform\.googleapis\.com'"):
+        refreshed_spec(file_token, "vertex://projects/p/locations/europe-west4/endpoints/2")
 
 
 def test_tls_server_name_is_for_grpc_only():

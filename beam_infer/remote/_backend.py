@@ -11,6 +11,7 @@ a spec at the model a refresh URL names; ``describe_endpoint`` is ``beam-infer i
 from __future__ import annotations
 
 import time
+import urllib.parse
 from collections.abc import Mapping
 
 from beam_infer._backend import ModelVersion, SpecOptions
@@ -198,13 +199,15 @@ def refreshed_spec(spec: EndpointSpec, url: str) -> EndpointSpec:
 
     The URL names the whole model: protocol, server, model, version or label (none: the
     server's latest, so a version pinned by the old URL is not carried over) and whether
-    TLS is used (``grpcs://``, ``https://``). What a URL cannot say is kept: the token,
-    the TLS CA (``tls.ca_file``; ``server_name`` only while the server is the same one),
+    TLS is used (``grpcs://``, ``https://``). What a URL cannot say is kept: the token
+    (only for the same host: see ``_check_token_host``), the TLS CA (``tls.ca_file``;
+    ``server_name`` only while the server is the same one),
     batching, request limits, timeouts and signature names. Options of another protocol
     (``columnar``, ``example_api``, ``api_endpoint``) are dropped when the protocol changes.
 
     Raises:
-        ConfigurationError: ``url`` is not an endpoint URL.
+        ConfigurationError: ``url`` is not an endpoint URL, or it names another host
+            while ``spec`` has a token.
     """
     fields = parse_url(url)
     protocol, target = fields["protocol"], fields["target"]
@@ -230,7 +233,44 @@ def refreshed_spec(spec: EndpointSpec, url: str) -> EndpointSpec:
             changes["example_api"] = False
         if protocol is not Protocol.VERTEX:
             changes["api_endpoint"] = None
-    return spec.replace(**changes)
+    refreshed = spec.replace(**changes)
+    _check_token_host(spec, refreshed)
+    return refreshed
+
+
+def server_host(spec: EndpointSpec) -> str:
+    """The host ``spec``'s requests go to, lower case, without port or path."""
+    if spec.protocol is Protocol.VERTEX:
+        location = spec.target.split("/")[3]
+        base = spec.api_endpoint or f"https://{location}-aiplatform.googleapis.com"
+    elif spec.protocol is Protocol.TF_SERVING_GRPC:
+        base = "//" + spec.target
+    else:
+        base = spec.target
+    return (urllib.parse.urlsplit(base).hostname or "").lower()
+
+
+def _check_token_host(old: EndpointSpec, new: EndpointSpec) -> None:
+    """A token goes only to the host it was given for.
+
+    A refresh URL comes from a side input (a file listing, a Pub/Sub topic) that whoever
+    can write to it controls: following it with the token would hand the credential to
+    any host it names. The port and protocol may change (TF Serving's gRPC and REST
+    ports), the host may not; Google credentials may go to any ``googleapis.com`` host
+    (Vertex's regions), the only hosts they are meant for.
+    """
+    if old.token is None:
+        return
+    before, after = server_host(old), server_host(new)
+    if after == before:
+        return
+    if old.token.google and after.endswith(".googleapis.com"):
+        return
+    raise ConfigurationError(
+        f"the model-refresh URL {new.url} names the host {after!r}, but this pipeline's "
+        f"EndpointSpec.token is for {before!r}; a token is not sent to another host. "
+        f"Refresh to a model served on {before!r}, or start a pipeline whose "
+        "EndpointSpec names the new server and its token.")
 
 
 def describe_endpoint(endpoint: EndpointSpec | str) -> str:
