@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import ssl
 import threading
 import typing
 
@@ -26,11 +27,14 @@ from beam_infer.remote import (
     RetryableRemoteError,
     TfServingGrpcClient,
     TfServingRestClient,
+    Tls,
+    UntrustedServerError,
     VertexClient,
 )
 from beam_infer.saved_model._files import read_saved_model
 from beam_infer.saved_model._loading import LoadedModel
 from tests.support import model_zoo
+from tests.support.certificates import CertificateAuthority
 
 pytestmark = pytest.mark.emulators
 
@@ -226,12 +230,14 @@ class _Vertex(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def vertex_server():
+def vertex_server(tls: ssl.SSLContext | None = None):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Vertex)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
@@ -261,6 +267,31 @@ def test_vertex_predict_at_the_http_boundary(tmp_path, zoo):
         with pytest.raises(RetryableRemoteError):
             remote.call([("serving_default", {"x": np.array([[503.0]], np.float32)})])
         assert TOKEN not in repr(remote) and TOKEN not in str(raised.value)
+
+
+def test_vertex_over_tls_trusts_the_given_ca_and_refuses_an_unknown_certificate(tmp_path, zoo):
+    (tmp_path / "pki").mkdir()
+    ca = CertificateAuthority(tmp_path / "pki")
+    issued = ca.issue("vertex")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(issued.cert_file, issued.key_file)
+    signature = read_saved_model(zoo.keras3_dense).meta_graphs[0].signature_def["serving_default"]
+    feeds = {"x": np.array([[1.0], [2.0]], np.float32)}
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    token = BearerToken(file=str(token_file))
+    _Vertex.seen.clear()
+    with vertex_server(context) as url:
+        trusted = VertexClient("p", "europe-west4", "123", signature=signature, api_endpoint=url,
+                               tls=Tls(ca_file=ca.ca_file), token=token, timeout_secs=TIMEOUT)
+        result = trusted.call([("serving_default", feeds)])
+        assert [v.tolist() for v in result.outputs[0].values()] == [[[5.0], [10.0]]]
+        assert [auth for _, auth, _ in _Vertex.seen] == ["Bearer " + TOKEN]
+        system = VertexClient("p", "europe-west4", "123", signature=signature,
+                              api_endpoint=url, token=token, timeout_secs=TIMEOUT)
+        with pytest.raises(UntrustedServerError, match="CERTIFICATE_VERIFY_FAILED"):
+            system.call([("serving_default", feeds)])
+        assert len(_Vertex.seen) == 1  # refused at the handshake: nothing was sent
 
 
 # --- KServe v2 against KServe's own ModelServer -----------------------------------------
