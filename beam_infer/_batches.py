@@ -22,7 +22,8 @@ cannot be scored stops the pipeline with ``InferenceError`` naming its key, the 
 and why, as ``RunInference`` does for an element without ``with_dead_letters()``.
 
 The ``AsBatch`` step wraps each batch in a ``Batch`` whose ``len`` is its element count,
-so Beam's ``num_inferences`` and batch-size metrics count elements, not batches.
+so Beam's ``num_inferences`` and batch-size metrics count elements, not batches; Beam
+estimates a ``Batch``'s size with ``_coders.SizedPickleCoder`` (no pickling per sample).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from beam_infer import _encoding, _retries, _tensors
+from beam_infer import _coders, _encoding, _retries, _tensors
 from beam_infer._dead_letters import Stage
 from beam_infer._errors import InferenceError, InputError
 from beam_infer._forwarding import ForwardingHandler
@@ -60,6 +61,10 @@ class Batch:
 
     def __len__(self) -> int:
         return self.size
+
+
+# Beam samples the sizes of AsBatch's outputs: from their arrays, not by pickling them.
+_coders.register(Batch, _coders.SizedPickleCoder)
 
 
 def as_batch(element: Any, signature_name: str) -> Batch:

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
+from apache_beam.typehints import typehints
 
 from beam_infer._encoding import ExampleLike
 
@@ -32,8 +34,12 @@ class Keys(enum.Enum):
         tuple_types = getattr(element_type, "tuple_types", None)
         if tuple_types is not None and len(tuple_types) == 2:
             return cls.ALL
-        known = (*ExampleLike.__args__, str, dict, list, np.ndarray)  # type: ignore[attr-defined]
+        known = (*ExampleLike.__args__, str, dict, list, np.ndarray,  # type: ignore[attr-defined]
+                 tf.Tensor)
         if isinstance(element_type, type) and issubclass(element_type, known):
+            return cls.NONE
+        # List[X] and Dict[K, V] (batches as on_batches() takes them): never a pair.
+        if isinstance(element_type, typehints.ListConstraint | typehints.DictConstraint):
             return cls.NONE
         return cls.PER_ELEMENT
 

@@ -18,7 +18,7 @@ import numpy as np
 from apache_beam.ml.inference import base
 from apache_beam.typehints import typehints
 
-from beam_infer import _prediction_log
+from beam_infer import _coders, _prediction_log
 from beam_infer._config import Output
 from beam_infer._signatures import Operation, SignaturePlan
 from beam_infer._stages import EncodedBatch, ModelResults
@@ -69,12 +69,26 @@ class PredictionLogs:
         return []
 
 
+class BatchResult(PredictionResult):
+    """A pre-batched input's lean result: Beam's ``PredictionResult`` of the whole batch.
+
+    A ``PredictionResult`` in every way (fields, equality, ``isinstance``); its own type
+    only so Beam estimates its size from the arrays it holds (``_coders``) instead of
+    pickling the batch for each sampled element.
+    """
+
+    __slots__ = ()
+
+
+_coders.register(BatchResult, _coders.SizedPickleCoder)
+
+
 class LeanResults:
     """Beam's ``PredictionResult``: the element and its outputs by alias (numpy rows)."""
 
     output = Output.RESULT
     element_type = PredictionResult
-    batch_type = PredictionResult
+    batch_type = BatchResult
     nests_keyed_batches = False
 
     def per_element(self, plan: SignaturePlan, values: Sequence[Any], encoded: EncodedBatch,
@@ -95,10 +109,10 @@ class LeanResults:
         """One result for the whole batch: the batch as it came, the batched outputs."""
         outputs = results.lean_outputs()
         _prediction_log.check_batch_outputs(outputs, len(encoded), plan.signatures[0].name)
-        return PredictionResult(value, outputs)
+        return BatchResult(value, outputs)
 
     def empty_batch(self, value: Any) -> PredictionResult:
-        return PredictionResult(value, {})
+        return BatchResult(value, {})
 
 
 OutputFormat = PredictionLogs | LeanResults

@@ -4,7 +4,8 @@ Beam's ``ReadFromTFRecord`` handles every record as one element (reading, framin
 CRC checks and emitting in Python); on a model that scores 100,000+ elements/s that is
 most of a pipeline's time. ``ReadTFRecordBatches`` hands each file to ``tf.data``, which
 reads, checks and batches the records in C++ and prefetches the next batch while the
-current one is scored, so Beam handles one element per batch.
+current one is scored, so Beam handles one element per batch. The batches' PCollection is declared
+``tf.Tensor``, so Beam samples their sizes with ``_coders.TensorCoder``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ import apache_beam as beam
 import tensorflow as tf
 from apache_beam.io import fileio
 
+from beam_infer import _coders
 from beam_infer._errors import ConfigurationError
+
+# The batches are declared tf.Tensor: Beam then samples their sizes with TensorCoder,
+# not by pickling each sampled batch (see _coders).
+_coders.register(tf.Tensor, _coders.TensorCoder)
 
 
 class ReadTFRecordBatches(beam.PTransform):
@@ -61,7 +67,8 @@ class ReadTFRecordBatches(beam.PTransform):
                 | "Paths" >> beam.Map(_path)
                 | "Spread" >> beam.Reshuffle()
                 | "ReadBatches" >> beam.ParDo(_ReadBatches(self._batch_size,
-                                                           self._compression)))
+                                                           self._compression))
+                .with_output_types(tf.Tensor))
 
 
 def _path(metadata: fileio.FileMetadata) -> str:

@@ -47,7 +47,7 @@ class TensorBatch:
             when nothing was padded.
     """
 
-    feeds: dict[str, np.ndarray]
+    feeds: dict[str, np.ndarray | tf.Tensor]
     rows: dict[str, Sequence[np.ndarray]]
 
     def __len__(self) -> int:
@@ -96,15 +96,17 @@ def stacked_tensors(batch: Mapping[str, Any], signature: Signature, *,
     """A batch given already stacked: one array (or ``tf.Tensor``) per alias, axis 0 the batch.
 
     Casts as ``batch_tensors`` does; nothing is padded (a stacked array is rectangular).
+    A ``tf.Tensor`` of the input's dtype is fed as it is; ``rows`` hold numpy arrays.
 
     Raises:
         InputError: a key is missing or unknown, a dtype cannot be cast losslessly, or an
             array's shape is not the signature's.
     """
     check_keys(batch, signature)
-    feeds = {}
+    feeds, rows = {}, {}
     for info in signature.inputs:
-        array = as_array(batch[info.alias], info, signature, strict=strict)
+        value = batch[info.alias]
+        array = as_array(value, info, signature, strict=strict)
         expected = info.shape
         if expected is not None and (array.ndim != len(expected)
                                      or not _fits(expected[1:], array.shape[1:])):
@@ -114,8 +116,12 @@ def stacked_tensors(batch: Mapping[str, Any], signature: Signature, *,
                 f"{list(array.shape)}. Stack elements of one example's shape along a new "
                 "first axis (np.stack), or pass a list of elements."
             )
-        feeds[info.alias] = array
-    return TensorBatch(feeds=feeds, rows=feeds)
+        rows[info.alias] = array
+        # A tensor of the input's own dtype (a tf.data batch) is fed as it is: turning
+        # the numpy copy back into a tensor would copy the batch once more.
+        exact = isinstance(value, tf.Tensor) and value.dtype == info.dtype != tf.string
+        feeds[info.alias] = value if exact else array
+    return TensorBatch(feeds=feeds, rows=rows)
 
 
 def _single(element: Any, alias: str, signature: Signature) -> Any:

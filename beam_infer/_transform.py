@@ -272,8 +272,9 @@ class RunInferenceOnBatches(beam.PTransform):
         handler = _batches.BatchesHandler(self._handler,
                                           ModelCaller(self._handler, self._retry))
         output_type = self.infer_output_type(pcoll.element_type)
-        batches = pcoll | "AsBatch" >> beam.Map(_batches.as_batch,
-                                                self._handler.plan.signatures[0].name)
+        batches = pcoll | "AsBatch" >> beam.Map(
+            _batches.as_batch, self._handler.plan.signatures[0].name
+        ).with_output_types(_batches.Batch)
         if self._handler.backend.sends_ahead:
             return _send_ahead.batched(batches, handler, output_type)
         return batches | "Infer" >> base.RunInference(handler).with_output_types(output_type)

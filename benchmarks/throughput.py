@@ -309,8 +309,13 @@ class Bench:
              options: Sequence[str], measure_memory: bool, batched: bool) -> Row:
         pipeline = beam.Pipeline(options=PipelineOptions(list(options)))
         size = batch_size_of if batched else None
-        _ = (step(read(pipeline, data.pattern) | "First" >> beam.ParDo(_Stamp("first")))
-             | "Last" >> beam.ParDo(_Stamp("last", size))
+        # The stamps pass elements through with their declared type, so Beam samples
+        # their sizes with the same coder as the step before (not by pickling: Any).
+        read_out = read(pipeline, data.pattern)
+        stepped = step(read_out | "First" >> beam.ParDo(_Stamp("first"))
+                       .with_output_types(read_out.element_type))
+        _ = (stepped
+             | "Last" >> beam.ParDo(_Stamp("last", size)).with_output_types(stepped.element_type)
              | "Count" >> beam.combiners.Count.Globally())
         with _PeakRss() as rss:
             result = pipeline.run()
@@ -489,7 +494,9 @@ def bench_mlp(bench: Bench, n: int, batch: int, *, dense: bool, two_workers: boo
 
     def read_files(p: beam.Pipeline, files: str) -> beam.PCollection:
         batches = p | "Read" >> bi.ReadTFRecordBatches(files, batch_size=batch)
-        return batches | "Decode" >> beam.Map(decode_dense_batch) if dense else batches
+        # Declared: Beam samples the sizes of tf.Tensor batches with beam_infer's TensorCoder.
+        return batches | "Decode" >> beam.Map(decode_dense_batch).with_output_types(
+            tf.Tensor) if dense else batches
 
     function = loaded.signatures["dense" if dense else "serving_default"]
     direct_loop_reading(function, data.pattern, batch, "x" if dense else "examples", dense)

@@ -41,7 +41,8 @@ pytest_plugins = ["tests.support.portable", "tests.emulators.gcs", "tests.emulat
 TIERS = ("unit", "pipeline", "e2e", "portable", "emulators")
 
 UNIT_MODULES = frozenset({
-    "test_batches", "test_beam_api", "test_cli", "test_columns", "test_compatibility",
+    "test_batches", "test_beam_api", "test_cli", "test_coders", "test_columns",
+    "test_compatibility",
     "test_config", "test_construction_errors", "test_dead_letters_properties", "test_devices",
     "test_dockerfile", "test_handler", "test_isolation", "test_keys", "test_keywords",
     "test_layout", "test_live_versions", "test_loading", "test_messages", "test_metrics_docs",

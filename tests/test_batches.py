@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from apache_beam.ml.inference.base import PredictionResult
+from apache_beam.typehints import typehints
 
 import beam_infer as bi
 from beam_infer._batches import BatchesHandler, as_batch
+from beam_infer._coders import SizedPickleCoder
+from beam_infer._outputs import BatchResult
 from beam_infer._retries import ModelCaller
 from pipelines import models
 from tests.support import model_zoo
@@ -163,9 +166,16 @@ def test_on_batches_declares_its_output_types(zoo):
     assert batched.infer_output_type(beam.typehints.Any) == Any
     assert batched.infer_output_type(np.ndarray) == beam.typehints.List[
         bi._handler.PredictionLog]
+    # Declared batches are never pairs: a tf.Tensor, List[X] or Dict[K, V] batch.
+    for declared in (tf.Tensor, beam.typehints.List[bytes], beam.typehints.Dict[str, Any]):
+        assert batched.infer_output_type(declared) == beam.typehints.List[
+            bi._handler.PredictionLog]
     lean = bi.RunInference(bi.ModelSpec(model_path=zoo.five), output=bi.Output.RESULT)
-    assert lean.on_batches().infer_output_type(
-        beam.typehints.Tuple[str, list]) == beam.typehints.Tuple[str, PredictionResult]
+    # A PredictionResult of its own type (a subclass), whose coder sizes it cheaply.
+    declared = lean.on_batches().infer_output_type(beam.typehints.Tuple[str, list])
+    assert declared == beam.typehints.Tuple[str, BatchResult]
+    assert typehints.is_consistent_with(declared, beam.typehints.Tuple[str, PredictionResult])
+    assert isinstance(beam.coders.registry.get_coder(BatchResult), SizedPickleCoder)
 
 
 @pytest.mark.parametrize(("element", "who", "message"), [
