@@ -9,7 +9,8 @@ a run of 50 batches, for each step a batch passes, that was a fifth of a pipelin
 (``benchmarks/throughput.py``, MLP dense read with ``ReadTFRecordBatches``).
 
 ``TensorCoder`` estimates a tensor's size from its shape and dtype (string tensors: the
-total length of their items, counted in C++), without a copy, and encodes a tensor,
+total length of their items, counted in C++; ``_tensors.value_bytes``), without a copy,
+and encodes a tensor,
 where Beam must (a shuffle, a runner that does not fuse steps), as its ``TensorProto``,
 which keeps dtype and shape. Registered for ``tf.Tensor`` when ``beam_infer`` is imported;
 only PCollections whose type is declared ``tf.Tensor`` (``ReadTFRecordBatches``'
@@ -34,11 +35,23 @@ import tensorflow as tf
 from google.protobuf.message import Message
 from tensorflow.core.framework import tensor_pb2
 
-# Per item of a string tensor: TensorProto's length prefix, about.
-_STRING_OVERHEAD = 2
+from beam_infer import _tensors
 
 
-class TensorCoder(beam.coders.Coder):
+class _StatelessCoder(beam.coders.Coder):
+    """A coder with no state: all instances are equal; encodings are not deterministic."""
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+
+class TensorCoder(_StatelessCoder):
     """Encodes a ``tf.Tensor`` as its ``TensorProto``; estimates sizes without copying."""
 
     def encode(self, value: tf.Tensor) -> bytes:
@@ -48,29 +61,13 @@ class TensorCoder(beam.coders.Coder):
         return tf.constant(tf.make_ndarray(tensor_pb2.TensorProto.FromString(encoded)))
 
     def estimate_size(self, value: tf.Tensor) -> int:
-        if not isinstance(value, tf.Tensor):  # the type was declared loosely: measure
-            return len(self.encode(value))
-        count = value.shape.num_elements()
-        if count is None:
-            return len(self.encode(value))
-        if value.dtype == tf.string:
-            return int(tf.reduce_sum(tf.strings.length(value))) + _STRING_OVERHEAD * count
-        return count * value.dtype.size
-
-    def is_deterministic(self) -> bool:
-        return False
+        return nbytes(value)
 
     def to_type_hint(self):
         return tf.Tensor
 
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other)
 
-    def __hash__(self) -> int:
-        return hash(type(self))
-
-
-class SizedPickleCoder(beam.coders.Coder):
+class SizedPickleCoder(_StatelessCoder):
     """Pickles values as Beam's ``PickleCoder`` does; estimates sizes with ``nbytes``."""
 
     def encode(self, value: Any) -> bytes:
@@ -82,29 +79,13 @@ class SizedPickleCoder(beam.coders.Coder):
     def estimate_size(self, value: Any) -> int:
         return nbytes(value)
 
-    def is_deterministic(self) -> bool:
-        return False
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other)
-
-    def __hash__(self) -> int:
-        return hash(type(self))
-
-
-_TENSOR_CODER = TensorCoder()
-
 
 def nbytes(value: Any) -> int:
     """About the bytes ``value``'s data takes: arrays, tensors, bytes and protos in it."""
-    if isinstance(value, bytes | str):
-        return len(value)
-    if isinstance(value, np.ndarray):
-        if value.dtype == object:
-            return sum(nbytes(v) for v in value.ravel().tolist())
-        return int(value.nbytes)
-    if isinstance(value, tf.Tensor):
-        return _TENSOR_CODER.estimate_size(value)
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        return sum(nbytes(v) for v in value.ravel().tolist())
+    if isinstance(value, bytes | str | np.ndarray | np.generic | tf.Tensor):
+        return _tensors.value_bytes(value)
     if isinstance(value, Message):
         return value.ByteSize()
     if isinstance(value, Mapping):
@@ -116,7 +97,7 @@ def nbytes(value: Any) -> int:
     fields = getattr(value, "__dataclass_fields__", None)
     if fields is not None:
         return sum(nbytes(getattr(value, name)) for name in fields)
-    if value is None or isinstance(value, int | float | bool | np.generic):
+    if value is None or isinstance(value, int | float | bool):
         return 8
     return len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
 

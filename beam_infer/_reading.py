@@ -4,8 +4,8 @@ Beam's ``ReadFromTFRecord`` handles every record as one element (reading, framin
 CRC checks and emitting in Python); on a model that scores 100,000+ elements/s that is
 most of a pipeline's time. ``ReadTFRecordBatches`` hands each file to ``tf.data``, which
 reads, checks and batches the records in C++ and prefetches the next batch while the
-current one is scored, so Beam handles one element per batch. The batches' PCollection is declared
-``tf.Tensor``, so Beam samples their sizes with ``_coders.TensorCoder``.
+current one is scored, so Beam handles one element per batch. The batches' PCollection
+is declared ``tf.Tensor``, so Beam samples their sizes with ``_coders.TensorCoder``.
 """
 
 from __future__ import annotations

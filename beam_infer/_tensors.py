@@ -325,11 +325,12 @@ def _shape_text(shape: Sequence[int | None]) -> str:
 
 def num_bytes(batch: Sequence[Any]) -> int:
     """The bytes of a batch's tensor values, without converting anything."""
-    return sum(_value_bytes(v) for e in batch
+    return sum(value_bytes(v) for e in batch
                for v in (e.values() if isinstance(e, Mapping) else (e,)))
 
 
-def _value_bytes(value: Any) -> int:
+def value_bytes(value: Any) -> int:
+    """The bytes of one array, tensor or string value, without copying it."""
     if isinstance(value, np.ndarray | np.generic):
         return int(value.nbytes)
     if isinstance(value, bytes | str):

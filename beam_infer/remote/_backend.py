@@ -33,6 +33,7 @@ from beam_infer.remote._spec import EndpointSpec, Protocol, parse_url
 from beam_infer.remote._tf_serving_grpc import TfServingGrpcClient
 from beam_infer.remote._tf_serving_rest import TfServingRestClient
 from beam_infer.remote._vertex import VertexClient
+from beam_infer.remote._vertex import base_url as vertex_base_url
 
 #: Seconds the build-time metadata read may take per attempt (a server that is down
 #: fails the pipeline's construction within seconds, never hangs it).
@@ -238,11 +239,10 @@ def refreshed_spec(spec: EndpointSpec, url: str) -> EndpointSpec:
     return refreshed
 
 
-def server_host(spec: EndpointSpec) -> str:
+def _server_host(spec: EndpointSpec) -> str:
     """The host ``spec``'s requests go to, lower case, without port or path."""
     if spec.protocol is Protocol.VERTEX:
-        location = spec.target.split("/")[3]
-        base = spec.api_endpoint or f"https://{location}-aiplatform.googleapis.com"
+        base = vertex_base_url(spec.vertex_endpoint[1], spec.api_endpoint)
     elif spec.protocol is Protocol.TF_SERVING_GRPC:
         base = "//" + spec.target
     else:
@@ -261,7 +261,7 @@ def _check_token_host(old: EndpointSpec, new: EndpointSpec) -> None:
     """
     if old.token is None:
         return
-    before, after = server_host(old), server_host(new)
+    before, after = _server_host(old), _server_host(new)
     if after == before:
         return
     if old.token.google and after.endswith(".googleapis.com"):

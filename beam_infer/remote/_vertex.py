@@ -31,11 +31,15 @@ PROTOCOL = "vertex"
 MAX_REQUEST_BYTES = 1_500_000
 
 
+def base_url(location: str, api_endpoint: str | None = None) -> str:
+    """Where a location's endpoints are served: ``api_endpoint``, else Vertex's regional host."""
+    return api_endpoint or f"https://{location}-aiplatform.googleapis.com"
+
+
 def endpoint_url(project: str, location: str, endpoint: str, *,
                  api_endpoint: str | None = None) -> str:
-    host = api_endpoint or f"https://{location}-aiplatform.googleapis.com"
-    return (f"{host.rstrip('/')}/v1/projects/{project}/locations/{location}/"
-            f"endpoints/{endpoint}:predict")
+    return (f"{base_url(location, api_endpoint).rstrip('/')}/v1/projects/{project}/"
+            f"locations/{location}/endpoints/{endpoint}:predict")
 
 
 def predict_request(feeds, parameters: Mapping | None = None) -> dict:
