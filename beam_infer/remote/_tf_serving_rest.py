@@ -16,6 +16,10 @@ any signature through it), so the answer holds the signature's tensors with thei
 shapes. ``:classify`` / ``:regress`` take Examples as JSON feature objects and answer
 with label/score pairs; ``example_api=True`` uses them, converting both ways.
 
+KServe's v1 API takes the same ``:predict`` bodies but has no metadata route: such an
+endpoint is used with ``EndpointSpec(signatures_from=...)``, and a metadata 404 from a
+server that answers the model's status route as KServe does says so.
+
 REST answers do not say which version answered: the client reports the version in its
 URL, else None.
 
@@ -39,6 +43,7 @@ from beam_infer.remote._common import (
     DEFAULT_TIMEOUT_SECS,
     BearerToken,
     CallRecord,
+    RemoteError,
     RemoteServerError,
     Tls,
     as_numpy,
@@ -273,11 +278,33 @@ class TfServingRestClient:
         url = model_url(self.base_url, self.model_name, version=self.version) + "/metadata"
         if self.version_label:  # TF Serving has no labels/L/metadata route
             url = model_url(self.base_url, self.model_name) + "/metadata"
-        answer, record = self._http.request("GET", url, name="metadata")
+        try:
+            answer, record = self._http.request("GET", url, name="metadata")
+        except RemoteServerError as e:
+            if e.record is None or e.record.status != "404" or not self._kserve_v1():
+                raise
+            raise RemoteServerError(
+                f"{e}. The server answers GET {model_url(self.base_url, self.model_name)} as "
+                "KServe's v1 API does, which has no metadata route: pass "
+                "EndpointSpec(signatures_from=<the SavedModel it serves>), or use its v2 URL "
+                f"({self.base_url.rstrip('/')}/v2/models/{self.model_name}) for a tensor signature",
+                e.record) from None
         parsed = answer.json()
         self._signatures = signature_defs(parsed)
         version = parsed.get("model_spec", {}).get("version")
         return dict(self._signatures), int(version) if version else None, record
+
+    def _kserve_v1(self) -> bool:
+        """Whether the server answers the model's status route as KServe's v1 API does
+        (``{"name": ..., "ready": ...}``; TF Serving answers ``model_version_status``)."""
+        try:
+            answer, _ = self._http.request("GET", model_url(self.base_url, self.model_name),
+                                           name="metadata")
+            status = answer.json()
+        except (RemoteError, ValueError):
+            return False
+        return isinstance(status, dict) and "ready" in status and \
+            "model_version_status" not in status
 
     def _signature(self, name: str) -> meta_graph_pb2.SignatureDef:
         if self._signatures is None:

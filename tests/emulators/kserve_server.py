@@ -174,6 +174,7 @@ def main(argv: list[str]) -> None:
 @dataclasses.dataclass(frozen=True)
 class KServe:
     url: str
+    paths: dict[str, str]  # model name -> the SavedModel directory it serves
 
     def control(self, **order) -> dict:
         import requests
@@ -200,7 +201,7 @@ def kserve_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KServe]
                             "--model", f"dense={dense}"]
     with _server.running("kserve", command, lambda port: f"http://{_server.HOST}:{port}/v2/health/ready",
                          root, start_timeout_secs=180) as port:
-        yield KServe(f"http://{_server.HOST}:{port}")
+        yield KServe(f"http://{_server.HOST}:{port}", {"five": str(five), "dense": str(dense)})
 
 
 @pytest.fixture
