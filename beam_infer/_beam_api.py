@@ -16,7 +16,7 @@ keywords, ``large_model`` and ``model_copies`` sharing, ``env_vars``,
 ``with_preprocess_fn`` and the rest), ``update_model_path`` and the metrics namespaces
 ``BeamML_TF_Numpy`` and ``BeamML_TF_Tensor``. Loading goes through the module-level
 ``_load_model(model_uri, custom_weights, load_model_args)`` as Beam's does, so tests that
-replace it keep working.
+replace it keep working; where models come from and how they load is ``_beam_loading``.
 
 What beam_infer adds, all on the worker when the model is loaded:
 
@@ -53,35 +53,28 @@ fails with a message saying so (anything else is a path, as ``hub.resolve`` woul
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import logging
 import os
-import posixpath
-import re
-import shutil
 import sys
-import tempfile
 import types
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy
 import tensorflow as tf
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
+from beam_infer import _beam_loading as _loading
+from beam_infer._beam_loading import TFModelLoadError
 from beam_infer._config import ModelCache
 from beam_infer._errors import (
     ConfigurationError,
     InputError,
-    ModelLoadError,
-    ModelPathError,
     UnknownArgumentError,
 )
 from beam_infer._keywords import unknown_message
-from beam_infer._messages import bounded, detail, first_line
-from beam_infer.saved_model import _devices, _model_cache
+from beam_infer._messages import bounded, detail
+from beam_infer.saved_model import _devices
 
 __all__ = [
     "ModelType",
@@ -91,15 +84,11 @@ __all__ = [
     "default_tensor_inference_fn",
 ]
 
-_LOG = logging.getLogger(__name__)
-
 TensorInferenceFn = Callable[
     [tf.Module, Sequence[numpy.ndarray | tf.Tensor], dict[str, Any], str | None],
     Iterable[PredictionResult]]
 
 _KNOWN_KWARGS = ("env_vars",)  # the only keyword Beam's ModelHandler reads from **kwargs
-_VERSION = re.compile(r"^\d+$")
-_CHECKPOINT_PART = re.compile(r"\.(index|data-\d{5}-of-\d{5})$")
 
 
 class ModelType(enum.Enum):
@@ -113,14 +102,6 @@ class ModelType(enum.Enum):
 
     SAVED_MODEL = 1
     SAVED_WEIGHTS = 2
-
-
-class TFModelLoadError(ModelLoadError, ValueError):
-    """A model or its weights could not be loaded by a ``TFModelHandler*``.
-
-    A ``ValueError``, which Beam's handlers raise for a failed load, and a
-    ``bi.ModelLoadError``, which beam_infer's own loads raise.
-    """
 
 
 # --- the default inference functions (Beam's, with clearer errors) ---------------------
@@ -172,7 +153,8 @@ def _stack(stack: Callable[..., Any], batch: Sequence[Any], model_id: str | None
                          f"{list(getattr(x, 'shape', ()))}" for x in batch})
         raise InputError(bounded(
             f"the {len(batch)} elements of a batch for {model_id!r} do not stack into one "
-            f"array: {type(e).__name__}: {_sentence(e)} Found {detail(', '.join(shapes))}. "
+            f"array: {type(e).__name__}: {_loading.sentence(e)} "
+            f"Found {detail(', '.join(shapes))}. "
             "Every element of a batch needs the same shape and dtype: pad or resize them "
             "before RunInference, or pass an inference_fn that takes them as they are."
         )) from e
@@ -202,7 +184,7 @@ def _convert_to_result(batch: Iterable[Any], predictions: Any,
     return [PredictionResult(x, y, model_id) for x, y in zip(batch, predictions, strict=False)]
 
 
-# --- loading ------------------------------------------------------------------------------
+# --- loading (Beam's module-level functions; the work is in _beam_loading) --------------
 
 
 def _load_model(model_uri: str, custom_weights: str, load_model_args: dict[str, Any],
@@ -213,9 +195,9 @@ def _load_model(model_uri: str, custom_weights: str, load_model_args: dict[str, 
         ValueError: a ``ModelPathError`` when nothing is at ``model_uri``, else a
             ``ModelLoadError`` saying why the load failed.
     """
-    uri = _resolve_handle(os.fspath(model_uri))
-    with _local_path(uri, model_cache, what="model_uri") as local:
-        model = _load_whole_model(local, uri, load_model_args)
+    uri = _loading.resolve_handle(os.fspath(model_uri))
+    with _loading.local_path(uri, model_cache, what="model_uri") as local:
+        model = _loading.load_whole_model(local, uri, load_model_args)
     if custom_weights:
         if not hasattr(model, "load_weights"):
             raise TFModelLoadError(bounded(
@@ -224,7 +206,7 @@ def _load_model(model_uri: str, custom_weights: str, load_model_args: dict[str, 
                 "no load_weights. Save the model as a .keras file, or load the weights into "
                 "it inside create_model_fn with ModelType.SAVED_WEIGHTS."
             ))
-        _load_weights(model, os.fspath(custom_weights), model_cache)
+        _loading.load_weights(model, os.fspath(custom_weights), model_cache)
     return model
 
 
@@ -232,231 +214,8 @@ def _load_model_from_weights(create_model_fn: Callable[[], Any], weights_path: s
                              model_cache: ModelCache | None = None) -> Any:
     """``create_model_fn()``, then its weights from ``weights_path`` (Beam's function)."""
     model = create_model_fn()
-    _load_weights(model, os.fspath(weights_path), model_cache)
+    _loading.load_weights(model, os.fspath(weights_path), model_cache)
     return model
-
-
-def _load_weights(model: Any, weights_uri: str, model_cache: ModelCache | None) -> None:
-    with _local_path(weights_uri, model_cache, what="weights", prefix_ok=True) as local:
-        try:
-            model.load_weights(local)
-        except Exception as e:  # Keras raises many kinds; report each with the path
-            raise TFModelLoadError(bounded(
-                f"model.load_weights failed for {weights_uri!r}: {type(e).__name__}: "
-                f"{_sentence(e)} Check that the weights were saved from a model built like "
-                "this one (model.save_weights), in a format this Keras reads (Keras 3: "
-                ".weights.h5)."
-            )) from e
-
-
-def _resolve_handle(uri: str) -> str:
-    """What Beam's ``hub.resolve(uri)`` returns; see the module docstring."""
-    try:
-        import tensorflow_hub as hub
-    except ImportError:
-        if uri.startswith(("http://", "https://")):
-            raise TFModelLoadError(bounded(
-                f"Unable to load the TensorFlow model: model_uri {uri!r} is a web address "
-                "(a TF Hub or Kaggle handle), and downloading one needs tensorflow_hub, "
-                "which is not installed. Download the model and pass its local path or a "
-                "Beam filesystem URI (gs://...), or pip install tensorflow_hub."
-            )) from None
-        return uri
-    try:
-        return hub.resolve(uri)
-    except Exception as e:  # any download or archive error, as Beam reports it
-        raise TFModelLoadError(bounded(
-            f"Unable to load the TensorFlow model: tensorflow_hub could not resolve "
-            f"{uri!r}: {type(e).__name__}: {_sentence(e)} Check the handle, or download "
-            "the model and pass its path."
-        )) from e
-
-
-@contextlib.contextmanager
-def _local_path(uri: str, cache: ModelCache | None, *, what: str,
-                prefix_ok: bool = False) -> Iterator[str]:
-    """A local path holding ``uri`` while the ``with`` block runs.
-
-    Local paths are used in place; remote directories come from the model cache; remote
-    files (or, with ``prefix_ok``, a checkpoint prefix's files) are copied to a private
-    temporary directory that is removed afterwards.
-    """
-    if _model_cache.is_local(uri):
-        local = uri.removeprefix("file://")
-        if not (os.path.exists(local) or (prefix_ok and _local_prefix_files(local))):
-            raise ModelPathError(_missing_message(uri, what, _local_children(local)))
-        yield local
-        return
-    files = _remote_files(uri, prefix_ok)
-    if files:
-        with _temporary_copy(uri, files) as local:
-            yield local
-        return
-    if _remote_children(uri) == []:  # None: it cannot be listed; the copy says why
-        raise ModelPathError(_missing_message(uri, what, _remote_children(_parent(uri)) or []))
-    try:
-        with _model_cache.local_copy(uri, cache) as local:
-            try:
-                yield local
-            except TFModelLoadError:
-                _model_cache.forget(uri, cache)  # a copy taken mid-upload is not reused
-                raise
-    except ModelLoadError as e:
-        if isinstance(e, ValueError):
-            raise
-        raise TFModelLoadError(str(e)) from e
-
-
-def _sentence(error: BaseException) -> str:
-    """An error's first line (bounded), ending with one full stop."""
-    return first_line(error).rstrip(". ") + "."
-
-
-def _missing_message(uri: str, what: str, siblings: list[str]) -> str:
-    near = f" Its folder holds: {detail(', '.join(sorted(siblings)[:20]))}." if siblings else ""
-    return bounded(
-        f"{what} {uri!r} does not exist on this worker: nothing is there.{near} Pass the "
-        "path of a .keras or .h5 file or of a SavedModel directory (the folder that holds "
-        "saved_model.pb), on local disk or any Beam filesystem (gs://, s3://, ...), that "
-        "stays in place while the job runs."
-    )
-
-
-def _remote_files(uri: str, prefix_ok: bool) -> list[str]:
-    """The remote object named ``uri`` (or, with ``prefix_ok``, ``uri.*`` checkpoint parts)."""
-    if uri.endswith("/"):
-        return []
-    patterns = [uri] + ([uri + ".*"] if prefix_ok else [])
-    try:
-        results = FileSystems.match(patterns)
-    except Exception:  # noqa: BLE001 - a scheme that cannot list is reported by the copy
-        return []
-    exact = [m.path for m in results[0].metadata_list if m.path == uri]
-    if exact or not prefix_ok:
-        return exact
-    return [m.path for m in results[1].metadata_list
-            if _CHECKPOINT_PART.search(m.path[len(uri):])]
-
-
-def _remote_children(uri: str) -> list[str] | None:
-    """The first name parts under ``uri`` (object stores list objects, not folders).
-
-    None when the filesystem cannot list it (its own error is reported by the copy).
-    """
-    prefix = uri.rstrip("/") + "/"
-    try:
-        matches = FileSystems.match([prefix + "**"], limits=[1000])[0].metadata_list
-    except Exception:  # noqa: BLE001 - only used to pick the message
-        return None
-    return sorted({m.path[len(prefix):].split("/", 1)[0] for m in matches} - {""})
-
-
-def _parent(uri: str) -> str:
-    return posixpath.dirname(uri.rstrip("/"))
-
-
-def _local_children(path: str) -> list[str]:
-    parent = os.path.dirname(os.path.abspath(path))
-    with contextlib.suppress(OSError):
-        return os.listdir(parent)
-    return []
-
-
-def _local_prefix_files(prefix: str) -> list[str]:
-    folder, name = os.path.split(os.path.abspath(prefix))
-    with contextlib.suppress(OSError):
-        return [n for n in os.listdir(folder)
-                if n.startswith(name) and _CHECKPOINT_PART.search(n[len(name):])]
-    return []
-
-
-@contextlib.contextmanager
-def _temporary_copy(uri: str, sources: list[str]) -> Iterator[str]:
-    """Copies remote files into a fresh private directory; yields the local ``uri``."""
-    folder = tempfile.mkdtemp(prefix="beam_infer-file-")  # mode 0700
-    try:
-        base = posixpath.basename(uri)
-        for source in sources:
-            target = os.path.join(folder, base + source[len(uri):])
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            try:
-                with FileSystems.open(source) as src, \
-                        os.fdopen(os.open(target, flags, 0o600), "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-            except Exception as e:  # any filesystem's error
-                raise TFModelLoadError(bounded(
-                    f"could not copy {source!r} to local disk: {type(e).__name__}: "
-                    f"{_sentence(e)} Check that workers can read the path and have "
-                    "disk space in the temp directory."
-                )) from e
-        yield os.path.join(folder, base)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _load_whole_model(local: str, uri: str, load_model_args: dict[str, Any]) -> Any:
-    hint = _path_hint(local, uri)
-    if hint and (os.path.isdir(local) or os.path.basename(local) in _SAVED_MODEL_FILES):
-        raise ModelPathError(hint)  # certainly not loadable: say what to pass instead
-    try:
-        if os.path.isdir(local) and _keras_major() >= 3:
-            return _load_saved_model_dir(local, load_model_args)
-        return tf.keras.models.load_model(local, **load_model_args)
-    except Exception as e:  # Keras and TensorFlow raise many kinds; Beam wraps them all
-        raise TFModelLoadError(bounded(
-            f"Unable to load the TensorFlow model {uri!r}: {type(e).__name__}: "
-            f"{_sentence(e)} {hint or _FORMATS}"
-        )) from e
-
-
-_SAVED_MODEL_FILES = (tf.saved_model.SAVED_MODEL_FILENAME_PB,
-                      tf.saved_model.SAVED_MODEL_FILENAME_PBTXT)
-_FORMATS = ("Pass a .keras or .h5 file saved with model.save(...), or a SavedModel "
-            "directory written with tf.saved_model.save(...) or model.export(...).")
-
-
-def _path_hint(local: str, uri: str) -> str | None:
-    """What to pass instead when ``uri`` is certainly not a whole model, else None."""
-    name = os.path.basename(local.rstrip("/"))
-    if name in _SAVED_MODEL_FILES:
-        return (f"model_uri {uri!r} is the {name} file of a SavedModel; pass its folder "
-                f"instead: model_uri={_parent(uri)!r}.")
-    if name.endswith(".weights.h5") or _CHECKPOINT_PART.search(name):
-        return (f"model_uri {uri!r} looks like a weights file, not a whole model. Pass "
-                "model_type=ModelType.SAVED_WEIGHTS with create_model_fn= a function that "
-                "builds the model, or load a whole model and pass this as custom_weights=.")
-    if os.path.isdir(local) and not any(
-            os.path.exists(os.path.join(local, f)) for f in _SAVED_MODEL_FILES):
-        found = sorted(os.listdir(local))
-        versions = sorted((f for f in found if _VERSION.match(f)), key=int)
-        if versions:
-            return (f"model_uri {uri!r} holds numbered version folders ({', '.join(versions)})"
-                    f", not a model; point it at one of them, e.g. "
-                    f"{posixpath.join(uri, versions[-1])!r}.")
-        listed = detail(", ".join(found[:20])) if found else "an empty directory"
-        return (f"model_uri {uri!r} is a directory without saved_model.pb (found: {listed}). "
-                + _FORMATS)
-    return None
-
-
-def _keras_major() -> int:
-    version = str(getattr(tf.keras, "__version__", "2"))
-    return int(version.split(".", 1)[0]) if version[:1].isdigit() else 2
-
-
-def _load_saved_model_dir(local: str, load_model_args: dict[str, Any]) -> Any:
-    """A SavedModel directory under Keras 3, which ``load_model`` refuses."""
-    if os.path.exists(os.path.join(local, "keras_metadata.pb")):
-        try:
-            import tf_keras
-        except ImportError:
-            _LOG.info("tf_keras is not installed; loading %s with tf.saved_model.load", local)
-        else:
-            return tf_keras.models.load_model(local, **load_model_args)
-    # tf.saved_model.load takes only these; Keras' options (compile, custom_objects,
-    # safe_mode) have no meaning for it.
-    args = {k: v for k, v in load_model_args.items() if k in ("tags", "options")}
-    return tf.saved_model.load(local, **args)
 
 
 # --- the handlers -------------------------------------------------------------------------
