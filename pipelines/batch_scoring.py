@@ -316,8 +316,9 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
     args, pipeline_args = parse_args(argv)
     options = jobs.job_options(pipeline_args, save_main_session)
     # BigQuery first: its flags say more precisely what needs credentials.
-    bigquery_preflight.require_credentials("pipelines.batch_scoring", _bigquery_flags(args),
-                                           options, test_pipeline)
+    bigquery_preflight.require_credentials(
+        "pipelines.batch_scoring", bigquery_preflight.bigquery_flags(args), options,
+        test_pipeline)
     jobs.check_services(args, pipeline_args)
     args = prepare_defaults(args)
     start = time.perf_counter()
@@ -360,11 +361,6 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         if not committed:
             finish.discard(job.plan)
     return result
-
-
-def _bigquery_flags(args: argparse.Namespace) -> list[str]:
-    return [f"--{name}" for name in ("input_table", "query", "output_table")
-            if getattr(args, name, None)]
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:

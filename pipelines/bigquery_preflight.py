@@ -14,6 +14,7 @@ workers find their own credentials, such as the job's service account.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,6 +56,12 @@ def runs_here(runner: str) -> bool:
     return name.removesuffix("runner") in LOCAL_RUNNERS
 
 
+def bigquery_flags(args: argparse.Namespace) -> list[str]:
+    """The BigQuery flags among a job's ``args`` that were given, e.g. ``["--input_table"]``."""
+    return [f"--{name}" for name in ("input_table", "query", "output_table")
+            if getattr(args, name, None)]
+
+
 def require_credentials(job: str, flags: Sequence[str], options: PipelineOptions,
                         pipeline: beam.Pipeline | None = None) -> None:
     """Raises unless the BigQuery ``flags`` of ``job`` can get credentials on this machine.
@@ -69,7 +76,7 @@ def require_credentials(job: str, flags: Sequence[str], options: PipelineOptions
         MissingCredentialsError: no credentials were found and the runner runs here.
 
     Example:
-        >>> require_credentials("pipelines.keyed", question_rows.bigquery_flags(args), options)
+        >>> require_credentials("pipelines.keyed", bigquery_flags(args), options)
     """
     if not flags:
         return

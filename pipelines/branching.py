@@ -83,7 +83,7 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
     args, pipeline_args = parse_args(argv)
     options = jobs.job_options(pipeline_args, save_main_session)
     bigquery_preflight.require_credentials(
-        "pipelines.branching", question_rows.bigquery_flags(args), options, test_pipeline)
+        "pipelines.branching", bigquery_preflight.bigquery_flags(args), options, test_pipeline)
     # After the BigQuery check, whose message names the flags that need BigQuery.
     jobs.check_services(args, pipeline_args)
     os.makedirs(args.work_dir, exist_ok=True)

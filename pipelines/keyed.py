@@ -32,7 +32,6 @@ from pipelines.question_rows import (  # noqa: F401 - also reachable as pipeline
     ReadQuestions,
     add_question_flags,
     add_two_model_parser,
-    bigquery_flags,
     check_table,
     keyed_example,
     read_questions,
@@ -77,8 +76,8 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True,
         test_pipeline: beam.Pipeline | None = None) -> PipelineResult:
     args, pipeline_args = parse_args(argv)
     options = jobs.job_options(pipeline_args, save_main_session)
-    bigquery_preflight.require_credentials("pipelines.keyed", bigquery_flags(args), options,
-                                           test_pipeline)
+    bigquery_preflight.require_credentials(
+        "pipelines.keyed", bigquery_preflight.bigquery_flags(args), options, test_pipeline)
     # After the BigQuery check, whose message names the flags that need BigQuery.
     jobs.check_services(args, pipeline_args)
     os.makedirs(args.work_dir, exist_ok=True)

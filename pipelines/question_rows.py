@@ -74,12 +74,6 @@ def add_question_flags(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--query", help="BigQuery standard SQL returning key and value.")
 
 
-def bigquery_flags(args: argparse.Namespace) -> list[str]:
-    """The BigQuery flags among ``args`` that were given, e.g. ``["--input_table"]``."""
-    return [f"--{name}" for name in ("input_table", "query", "output_table")
-            if getattr(args, name, None)]
-
-
 def add_two_model_parser(job: str, first: str, second: str) -> argparse.ArgumentParser:
     """The flags of a job that scores the questions with two models (branching, cascade)."""
     parser = argparse.ArgumentParser(description=f"The seed's {job} pattern.")
