@@ -263,6 +263,16 @@ class ModelSpec:
             as Keras ``predict`` and TF Serving's REST API do: float64 rows feed a
             float32 input as long as finite values stay finite, int64 an int32 input
             when every value is in range.
+        intra_op_threads: Threads TensorFlow uses within one operation (a matrix
+            multiply), per worker process, as TF Serving's
+            ``--tensorflow_intra_op_parallelism``. Unset: TensorFlow's default, every
+            core of the machine in each process; with several SDK processes on a machine,
+            cores / processes keeps their model calls off each other's cores (see
+            docs/sizing.md). Process-wide: TensorFlow takes it before its first operation
+            in the process, so the first model loaded there sets it.
+        inter_op_threads: Operations TensorFlow runs at once, per worker process, as TF
+            Serving's ``--tensorflow_inter_op_parallelism``; unset and process-wide as
+            ``intra_op_threads``.
 
     Example:
         >>> spec = ModelSpec(model_path="gs://bucket/models/five/1",
@@ -282,8 +292,18 @@ class ModelSpec:
     pad_variable_length_inputs: bool = False
     model_cache: ModelCache = ModelCache()
     strict_input_casts: bool = False
+    intra_op_threads: int | None = None
+    inter_op_threads: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("intra_op_threads", "inter_op_threads"):
+            value = getattr(self, name)
+            if value is not None and not is_whole(value, at_least=1):
+                raise ConfigurationError(
+                    f"ModelSpec.{name} must be a positive integer (threads per worker "
+                    f"process) or None for TensorFlow's default; got {value!r}. Example: "
+                    f"{name}=2."
+                )
         if not isinstance(self.strict_input_casts, bool):
             raise ConfigurationError(
                 "ModelSpec.strict_input_casts must be True or False; got "

@@ -66,6 +66,22 @@ def test_model_copies_require_sharing():
         bi.ModelSpec(model_path="/m", model_copies=2)
 
 
+@pytest.mark.parametrize("field", ["intra_op_threads", "inter_op_threads"])
+@pytest.mark.parametrize("value", [0, -1, True, 1.5, "2"])
+def test_thread_pools_must_be_positive_integers(field, value):
+    with pytest.raises(bi.ConfigurationError) as raised:
+        bi.ModelSpec(model_path="/m", **{field: value})
+    assert str(raised.value) == (
+        f"ModelSpec.{field} must be a positive integer (threads per worker process) or None "
+        f"for TensorFlow's default; got {value!r}. Example: {field}=2.")
+
+
+def test_thread_pools_default_to_tensorflows_own():
+    spec = bi.ModelSpec(model_path="/m")
+    assert (spec.intra_op_threads, spec.inter_op_threads) == (None, None)
+    assert bi.ModelSpec(model_path="/m", intra_op_threads=1).intra_op_threads == 1
+
+
 def test_inference_spec_type_converts_with_its_batch_parameters():
     proto = model_spec_pb2.InferenceSpecType(
         saved_model_spec=model_spec_pb2.SavedModelSpec(

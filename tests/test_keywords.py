@@ -12,7 +12,8 @@ import beam_infer as bi
      "ModelSpec got an unknown keyword argument 'singature_names' (did you mean "
      "'signature_names'?). ModelSpec takes: model_path, signature_names, tags, batching, "
      "share_across_processes, model_copies, model_name, version_policy, poll_interval_secs, "
-     "pad_variable_length_inputs, model_cache, strict_input_casts."),
+     "pad_variable_length_inputs, model_cache, strict_input_casts, intra_op_threads, "
+     "inter_op_threads."),
     (lambda: bi.BatchConfig(max_batch=8),
      "BatchConfig got an unknown keyword argument 'max_batch' (did you mean "
      "'max_batch_size' or 'min_batch_size'?). BatchConfig takes: min_batch_size, "

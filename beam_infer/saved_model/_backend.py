@@ -5,7 +5,8 @@ the version policy's choice among a base path's numbered versions), reads and pl
 signatures and reads the graph's example parsers for the validator, so a wrong path, tag
 or signature fails construction. On the worker ``load`` returns a
 ``_serving.ServingModel`` (versions followed and hot-swapped when asked), placed on this
-copy's GPU, or the model a user's ``load_override_fn`` returned.
+copy's GPU, or the model a user's ``load_override_fn`` returned, after sizing the
+process's TensorFlow thread pools as the spec says (``_threads``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from beam_infer._config import ModelSpec
 from beam_infer._errors import ConfigurationError
 from beam_infer._signatures import Feed, SignaturePlan, plan, signatures_of
 from beam_infer._validation import Validator
-from beam_infer.saved_model import _devices, _files, _override, _versions
+from beam_infer.saved_model import _devices, _files, _override, _threads, _versions
 from beam_infer.saved_model._serving import ServingModel
 
 
@@ -64,6 +65,8 @@ class SavedModelBackend(SpecOptions):
         return self.spec.share_across_processes
 
     def load(self) -> Servable:
+        # TensorFlow's thread pools first: it takes them only before its first operation.
+        _threads.apply(self.spec.intra_op_threads, self.spec.inter_op_threads)
         if self.load_override_fn is not None:
             loaded = self.load_override_fn(self.version.path, list(self.spec.effective_tags))
             return _override.OverriddenModel(loaded, self.version, self._tensor_names,
