@@ -84,6 +84,7 @@ def test_v1_without_signatures_from_fails_at_build_saying_why(kserve_server):
     assert "/v1/models/five/metadata answered HTTP 404" in message
     assert "KServe's v1 API" in message and "signatures_from" in message
     assert f"{kserve_server.url}/v2/models/five" in message
+    assert "Check that the server is up" not in message  # it is: no advice that misleads
 
 
 # --- faults over v1 and v2 ---------------------------------------------------------------

@@ -19,6 +19,7 @@ from beam_infer._errors import ConfigurationError, ModelPathError, SignatureErro
 from beam_infer._signatures import SignaturePlan, plan, signatures_of
 from beam_infer._validation import Validator
 from beam_infer.remote._common import (
+    NoMetadataRouteError,
     RemoteError,
     RemoteServerError,
     RetryableRemoteError,
@@ -113,7 +114,7 @@ def read_signatures(spec: EndpointSpec) -> tuple[dict, int | None]:
             close = getattr(client, "close", None)
             if close is not None:
                 close()
-    if isinstance(error, UntrustedServerError | TokenError):
+    if isinstance(error, UntrustedServerError | TokenError | NoMetadataRouteError):
         raise ConfigurationError(
             f"could not read the model's signatures from {spec.url}: {error}") from None
     raise ConfigurationError(

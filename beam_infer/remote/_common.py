@@ -93,6 +93,11 @@ class TokenError(RemoteServerError):
     none (nothing was sent)."""
 
 
+class NoMetadataRouteError(RemoteServerError):
+    """The server serves the model but has no route to read its signatures from (KServe's
+    v1 API): ``EndpointSpec(signatures_from=...)`` gives them."""
+
+
 class UntrustedServerError(RemoteServerError):
     """The server's TLS certificate was refused: retrying will not help; ``Tls`` will."""
 

@@ -43,6 +43,7 @@ from beam_infer.remote._common import (
     DEFAULT_TIMEOUT_SECS,
     BearerToken,
     CallRecord,
+    NoMetadataRouteError,
     RemoteError,
     RemoteServerError,
     Tls,
@@ -283,7 +284,7 @@ class TfServingRestClient:
         except RemoteServerError as e:
             if e.record is None or e.record.status != "404" or not self._kserve_v1():
                 raise
-            raise RemoteServerError(
+            raise NoMetadataRouteError(
                 f"{e}. The server answers GET {model_url(self.base_url, self.model_name)} as "
                 "KServe's v1 API does, which has no metadata route: pass "
                 "EndpointSpec(signatures_from=<the SavedModel it serves>), or use its v2 URL "
