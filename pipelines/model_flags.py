@@ -1,4 +1,6 @@
-"""The model flags every job takes: a SavedModel (``--model_path``) or an endpoint.
+"""The model flags every job takes: a SavedModel (``--model_path``) or an endpoint, and
+TensorFlow's thread pools per worker process for a SavedModel (``--intra_op_threads``,
+``--inter_op_threads``: ``ModelSpec``'s fields of the same names).
 
 ``--endpoint`` scores against a model behind a serving endpoint instead of loading a
 SavedModel (see docs/remote.md for the URL forms); the output is the same. A bearer
@@ -23,10 +25,38 @@ ENDPOINT_HELP = (
 
 
 def add_model_flags(parser: argparse.ArgumentParser, *, model_help: str) -> None:
-    """``--model_path`` (with ``model_help``) and the ``--endpoint`` flags."""
+    """``--model_path`` (with ``model_help``), the ``--endpoint`` flags and the threads'."""
     parser.add_argument("--model_path", help=model_help)
     parser.add_argument("--endpoint", help=ENDPOINT_HELP)
     add_credential_flags(parser)
+    add_thread_flags(parser)
+
+
+def add_thread_flags(parser: argparse.ArgumentParser) -> None:
+    """TensorFlow's thread pools per worker process (``ModelSpec.intra_op_threads``...)."""
+    parser.add_argument(
+        "--intra_op_threads", type=int,
+        help="Threads TensorFlow uses within one operation, per worker process (as TF "
+             "Serving's --tensorflow_intra_op_parallelism); default: every core. With "
+             "several SDK processes per machine (Dataflow runs one per vCPU), cores / "
+             "processes keeps their model calls off each other's cores.")
+    parser.add_argument(
+        "--inter_op_threads", type=int,
+        help="Operations TensorFlow runs at once, per worker process (as TF Serving's "
+             "--tensorflow_inter_op_parallelism); default: TensorFlow's.")
+
+
+def thread_fields(args: argparse.Namespace, *, endpoint: bool = False) -> dict[str, int]:
+    """The ``ModelSpec`` thread fields the flags gave; refused for an endpoint."""
+    fields = {name: getattr(args, name) for name in ("intra_op_threads", "inter_op_threads")
+              if getattr(args, name, None) is not None}
+    if fields and endpoint:
+        name = next(iter(fields))
+        raise bi.ConfigurationError(
+            f"--{name} sizes TensorFlow's threads where a SavedModel is loaded; with an "
+            "endpoint the server runs the model and sizes its own. Drop it, or score a "
+            "SavedModel with --model_path.")
+    return fields
 
 
 def add_credential_flags(parser: argparse.ArgumentParser) -> None:
@@ -69,9 +99,11 @@ def model_spec(args: argparse.Namespace, default_model: Callable[[], str | None]
         fields: Fields both specs take (``signature_names``, ``batching``, ...).
     """
     if uses_endpoint(args, model_flag=model_flag, endpoint_flag=endpoint_flag):
+        thread_fields(args, endpoint=True)
         return bi.EndpointSpec.from_url(getattr(args, endpoint_flag), token=_token(args),
                                         tls=_tls(args), **fields)
-    return bi.ModelSpec(model_path=getattr(args, model_flag) or default_model(), **fields)
+    return bi.ModelSpec(model_path=getattr(args, model_flag) or default_model(),
+                        **thread_fields(args), **fields)
 
 
 def _token(args: argparse.Namespace) -> bi.BearerToken | None:

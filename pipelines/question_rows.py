@@ -87,6 +87,7 @@ def add_two_model_parser(job: str, first: str, second: str) -> argparse.Argument
     parser.add_argument("--ten_endpoint", help=f"The {second} model behind a serving endpoint "
                                                "instead of --ten_model.")
     model_flags.add_credential_flags(parser)
+    model_flags.add_thread_flags(parser)
     add_question_flags(parser)
     parser.add_argument("--output", help="Text output prefix; default: <work_dir>/output.")
     parser.add_argument("--rows_output", help="JSON lines prefix; default: <work_dir>/rows.")

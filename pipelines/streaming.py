@@ -148,7 +148,7 @@ def model_spec(args: argparse.Namespace) -> bi.ModelSpec | bi.EndpointSpec:
     if model_flags.uses_endpoint(args):  # the server follows versions itself
         return model_flags.model_spec(args, lambda: "", batching=batching)
     return bi.ModelSpec(model_path=args.model_path, poll_interval_secs=args.poll_interval_secs,
-                        batching=batching)
+                        batching=batching, **model_flags.thread_fields(args))
 
 
 def build_pubsub(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:

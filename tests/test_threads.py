@@ -13,6 +13,7 @@ import logging
 import os
 
 import apache_beam as beam
+import pytest
 import tensorflow as tf
 
 import beam_infer as bi
@@ -61,3 +62,36 @@ def test_where_tensorflow_already_ran_the_pools_stay_and_a_warning_says_how(zoo,
     assert len(warnings) == 1, caplog.text
     assert f"ModelSpec.intra_op_threads={wanted} was not applied" in warnings[0]
     assert f"TF_NUM_INTRAOP_THREADS={wanted}" in warnings[0]
+
+
+# --- the jobs' flags ------------------------------------------------------------------------
+
+def test_every_job_takes_the_thread_flags_into_its_model_spec(tmp_path):
+    from pipelines import basic, model_flags, question_rows, streaming
+
+    flags = ["--model_path=/models/five/1", "--intra_op_threads=1", "--inter_op_threads=2"]
+    args, _ = basic.parse_args(flags)
+    spec = model_flags.model_spec(args, lambda: "unused")
+    assert (spec.intra_op_threads, spec.inter_op_threads) == (1, 2)
+    args, _ = streaming.parse_args(flags)
+    spec = streaming.model_spec(args)
+    assert (spec.intra_op_threads, spec.inter_op_threads, spec.poll_interval_secs) == (1, 2, 1.0)
+    two = question_rows.add_two_model_parser("branching", "x5", "x10")
+    args, _ = two.parse_known_args(["--five_model=/m5", "--ten_model=/m10",
+                                    "--intra_op_threads=3", f"--work_dir={tmp_path}"])
+    assert [s.intra_op_threads for s in question_rows.two_model_specs(args)] == [3, 3]
+    args, _ = basic.parse_args(["--model_path=/models/five/1"])
+    assert model_flags.model_spec(args, lambda: "unused").intra_op_threads is None
+
+
+def test_an_endpoint_refuses_the_thread_flags_saying_why():
+    from pipelines import basic, model_flags
+
+    args, _ = basic.parse_args(["--endpoint=grpc://serving:8500/models/five",
+                                "--intra_op_threads=1"])
+    with pytest.raises(bi.ConfigurationError) as raised:
+        model_flags.model_spec(args, lambda: "unused")
+    assert str(raised.value) == (
+        "--intra_op_threads sizes TensorFlow's threads where a SavedModel is loaded; with an "
+        "endpoint the server runs the model and sizes its own. Drop it, or score a SavedModel "
+        "with --model_path.")
