@@ -73,7 +73,7 @@ from beam_infer._errors import (
     UnknownArgumentError,
 )
 from beam_infer._keywords import unknown_message
-from beam_infer._messages import bounded, detail
+from beam_infer._messages import bounded, detail, sentence
 from beam_infer.saved_model import _devices
 
 __all__ = [
@@ -153,8 +153,7 @@ def _stack(stack: Callable[..., Any], batch: Sequence[Any], model_id: str | None
                          f"{list(getattr(x, 'shape', ()))}" for x in batch})
         raise InputError(bounded(
             f"the {len(batch)} elements of a batch for {model_id!r} do not stack into one "
-            f"array: {type(e).__name__}: {_loading.sentence(e)} "
-            f"Found {detail(', '.join(shapes))}. "
+            f"array: {type(e).__name__}: {sentence(e)} Found {detail(', '.join(shapes))}. "
             "Every element of a batch needs the same shape and dtype: pad or resize them "
             "before RunInference, or pass an inference_fn that takes them as they are."
         )) from e

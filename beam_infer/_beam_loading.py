@@ -31,7 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_infer._config import ModelCache
 from beam_infer._errors import ModelLoadError, ModelPathError
-from beam_infer._messages import bounded, detail, first_line
+from beam_infer._messages import bounded, detail, sentence
 from beam_infer.saved_model import _model_cache
 
 _LOG = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def resolve_handle(uri: str) -> str:
 
 @contextlib.contextmanager
 def local_path(uri: str, cache: ModelCache | None, *, what: str,
-                prefix_ok: bool = False) -> Iterator[str]:
+               prefix_ok: bool = False) -> Iterator[str]:
     """A local path holding ``uri`` while the ``with`` block runs.
 
     Local paths are used in place; remote directories come from the model cache; remote
@@ -117,11 +117,6 @@ def local_path(uri: str, cache: ModelCache | None, *, what: str,
         if isinstance(e, ValueError):
             raise
         raise TFModelLoadError(str(e)) from e
-
-
-def sentence(error: BaseException) -> str:
-    """An error's first line (bounded), ending with one full stop."""
-    return first_line(error).rstrip(". ") + "."
 
 
 def _missing_message(uri: str, what: str, siblings: list[str]) -> str:

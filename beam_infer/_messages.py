@@ -49,6 +49,11 @@ def first_line(error: BaseException) -> str:
     return detail(text.splitlines()[0]) if text else type(error).__name__
 
 
+def sentence(error: BaseException) -> str:
+    """An error's first line (bounded), ending with one full stop."""
+    return first_line(error).rstrip(". ") + "."
+
+
 def type_name(value: object) -> str:
     """``module.Qualname`` of ``value``'s type; builtins by their plain name."""
     kind = type(value)
