@@ -27,7 +27,6 @@ import dataclasses
 import glob
 import itertools
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -240,43 +239,18 @@ class Data:
         return cls(len(records), write_records(os.path.join(folder, "part"), records, 4))
 
 
-_PASSED_BARRIERS: set[str] = set()  # per worker process
-
-
-def _wait_for_workers(barrier: str, workers: int, timeout_secs: float = 60.0) -> None:
-    """Blocks until ``workers`` processes reached ``barrier`` (a directory), or the timeout.
-
-    A worker process starts TensorFlow and loads its model (seconds of CPU) when its first
-    bundle of the clocked stage arrives; without this, one worker's clock runs while the
-    other is still starting, and on a small machine the start takes the first worker's
-    CPU. Once per process; it marks its arrival with a file named by its pid.
-    """
-    if barrier in _PASSED_BARRIERS:
-        return
-    _PASSED_BARRIERS.add(barrier)
-    open(os.path.join(barrier, str(os.getpid())), "x").close()
-    deadline = time.monotonic() + timeout_secs
-    while len(os.listdir(barrier)) < workers and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
 class _Stamp(beam.DoFn):
     """Reports per bundle when its first (or last) element passed, in µs since the epoch.
 
     With ``size``, each element is a batch and counts as ``size(element)`` elements.
 
     Metrics are named by worker process id: distributions keep the min and max across
-    that worker's bundles, and the "last" stamp counts the elements it passed. With a
-    ``barrier`` (several workers), the first bundle of each worker waits, after every
-    step of the stage was set up (models loaded), until all workers got there.
+    that worker's bundles, and the "last" stamp counts the elements it passed.
     """
 
-    def __init__(self, name: str, size: Callable[[object], int] | None = None,
-                 barrier: str | None = None, workers: int = 1):
+    def __init__(self, name: str, size: Callable[[object], int] | None = None):
         self._name = name
         self._size = size
-        self._barrier = barrier
-        self._workers = workers
 
     def setup(self) -> None:
         pid = os.getpid()
@@ -285,8 +259,6 @@ class _Stamp(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._at, self._n = None, 0
-        if self._barrier is not None:
-            _wait_for_workers(self._barrier, self._workers)
 
     def process(self, element):
         if self._at is None or self._name == "last":
@@ -340,22 +312,14 @@ class Bench:
         # The stamps pass elements through with their declared type, so Beam samples
         # their sizes with the same coder as the step before (not by pickling: Any).
         read_out = read(pipeline, data.pattern)
-        workers = next((int(o.split("=", 1)[1]) for o in options
-                        if o.startswith("--direct_num_workers=")), 1)
-        barrier = tempfile.mkdtemp(prefix="beam_infer_bench_barrier_") if workers > 1 else None
-        stepped = step(read_out | "First" >> beam.ParDo(_Stamp("first", barrier=barrier,
-                                                                workers=workers))
+        stepped = step(read_out | "First" >> beam.ParDo(_Stamp("first"))
                        .with_output_types(read_out.element_type))
         _ = (stepped
              | "Last" >> beam.ParDo(_Stamp("last", size)).with_output_types(stepped.element_type)
              | "Count" >> beam.combiners.Count.Globally())
-        try:
-            with _PeakRss() as rss:
-                result = pipeline.run()
-                result.wait_until_finish()
-        finally:
-            if barrier is not None:
-                shutil.rmtree(barrier, ignore_errors=True)
+        with _PeakRss() as rss:
+            result = pipeline.run()
+            result.wait_until_finish()
         metrics = result.metrics().query(beam.metrics.MetricsFilter().with_namespace("benchmark"))
         stamps = {d.key.metric.name: d.committed for d in metrics["distributions"]}
         counts = {c.key.metric.name.split(":")[1]: c.committed for c in metrics["counters"]}
