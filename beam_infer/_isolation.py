@@ -25,7 +25,7 @@ from typing import Any
 
 from beam_infer import _metrics, _retries
 from beam_infer._dead_letters import DeadLetter, Stage, not_a_pair, raise_for
-from beam_infer._forwarding import ForwardingHandler
+from beam_infer._forwarding import ForwardingHandler, LastBatch
 from beam_infer._handler import InferenceHandler
 from beam_infer._keys import KeyedBatch, Keys
 from beam_infer._messages import tf_message
@@ -59,6 +59,7 @@ class IsolatingHandler(ForwardingHandler):
         self._caller = caller
         self._validator = validator
         self._dead_letters = dead_letters
+        self._last = LastBatch()  # the values of the batch scored last, for get_num_bytes
 
     @property
     def keys(self) -> Keys:
@@ -74,6 +75,7 @@ class IsolatingHandler(ForwardingHandler):
             raise_for(next(r for r in run.results if isinstance(r, DeadLetter)))
         if run.failed:  # this bundle succeeds: report loads its failed calls left behind
             self._inner.report_pending_loads(model)
+        self._last.keep(batch, run.values)
         return run.results
 
     def call(self, items: Sequence[Any], model: Any) -> ModelResults | CallFailure:
@@ -96,7 +98,9 @@ class IsolatingHandler(ForwardingHandler):
 
     def get_num_bytes(self, batch: Sequence[Any]) -> int:
         # Values only (keys are not model input), as tfx-bsl counts them.
-        values = KeyedBatch.split(batch, self._keys).values
+        values = self._last.take(batch)
+        if values is None:
+            values = KeyedBatch.split(batch, self._keys).values
         try:
             return self._inner.get_num_bytes(values)
         except Exception:  # noqa: BLE001 - a metric: count what can be counted
@@ -122,6 +126,11 @@ class _Run:
         self._encoded: list[Any] = [None] * len(batch)
         self.results: list[Any] = [None] * len(batch)
         self.failed = 0  # elements that got a DeadLetter
+
+    @property
+    def values(self) -> list[Any]:
+        """Per element, what is fed to the model (keys taken off)."""
+        return self._values
 
     def score(self) -> None:
         indices = self._encode()

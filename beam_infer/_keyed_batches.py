@@ -23,7 +23,7 @@ from apache_beam.typehints import typehints
 
 from beam_infer._dead_letters import DeadLetter
 from beam_infer._encoding import ExampleLike
-from beam_infer._forwarding import ForwardingHandler
+from beam_infer._forwarding import ForwardingHandler, LastBatch
 from beam_infer._keys import Keys
 
 
@@ -63,30 +63,38 @@ class KeyedBatchesHandler(ForwardingHandler):
         [('k', [PredictionLog, PredictionLog])]
     """
 
+    def __init__(self, inner: Any):
+        super().__init__(inner)
+        self._last = LastBatch()  # the flat batch scored last, for get_num_bytes
+
     def run_inference(self, batch: Sequence[Any], model: Any,
                       inference_args: Mapping[str, Any] | None = None) -> list[Any]:
         flat, groups = _flatten(batch)
         if groups is None:
-            return self._inner.run_inference(batch, model, inference_args)
-        results = self._inner.run_inference(flat, model, inference_args)
-        return _nest(batch, results, groups)
+            results = self._inner.run_inference(batch, model, inference_args)
+        else:
+            results = _nest(batch, self._inner.run_inference(flat, model, inference_args),
+                            groups)
+        self._last.keep(batch, flat)  # the same object the inner handler remembers
+        return results
 
     def planned_calls(self, batch: Sequence[Any]) -> list | None:
         return self._inner.planned_calls(_flatten(batch)[0])
 
     def get_num_bytes(self, batch: Sequence[Any]) -> int:
-        flat, _ = _flatten(batch)
-        return self._inner.get_num_bytes(flat)
+        flat = self._last.take(batch)
+        return self._inner.get_num_bytes(_flatten(batch)[0] if flat is None else flat)
 
 
-def _flatten(batch: Sequence[Any]) -> tuple[list[Any], list[int | None] | None]:
+def _flatten(batch: Sequence[Any]) -> tuple[Sequence[Any], list[int | None] | None]:
     """The batch with each keyed batch spread into ``(key, item)`` pairs.
 
     Returns the flat batch and, per input element, how many flat entries it became
-    (None: a plain element, one entry); ``groups`` is None when nothing was spread.
+    (None: a plain element, one entry); ``groups`` is None when nothing was spread, and
+    the flat batch is then ``batch`` itself.
     """
-    if tuple not in set(map(type, batch)) or not any(is_keyed_batch(e) for e in batch):
-        return list(batch), None
+    if not _may_hold_keyed_batch(batch) or not any(is_keyed_batch(e) for e in batch):
+        return batch, None
     flat: list[Any] = []
     groups: list[int | None] = []
     for element in batch:
@@ -98,6 +106,20 @@ def _flatten(batch: Sequence[Any]) -> tuple[list[Any], list[int | None] | None]:
             flat.append(element)
             groups.append(None)
     return flat, groups
+
+
+def _may_hold_keyed_batch(batch: Sequence[Any]) -> bool:
+    """False when no element can be a keyed batch, found with no call per element."""
+    types = set(map(type, batch))
+    if tuple not in types:
+        return False
+    if types == {tuple}:  # pairs, as keyed input comes: is any value a list?
+        try:
+            value_types = {type(value) for _, value in batch}
+        except ValueError:  # a tuple of another length
+            return True
+        return list in value_types
+    return True
 
 
 def _nest(batch: Sequence[Any], results: Sequence[Any], groups: list[int | None]

@@ -4,14 +4,17 @@ when transient and bisected otherwise, so only the bad elements fail."""
 from __future__ import annotations
 
 import math
+import pickle
 import time
 
 import pytest
 import tensorflow as tf
 
 import beam_infer as bi
+from beam_infer._forwarding import LastBatch
 from beam_infer._isolation import IsolatingHandler
-from beam_infer._keys import Keys
+from beam_infer._keyed_batches import KeyedBatchesHandler
+from beam_infer._keys import KeyedBatch, Keys
 from beam_infer._retries import ModelCaller
 from tests.support import model_zoo
 
@@ -246,3 +249,44 @@ def test_load_metrics_are_reported_when_model_calls_run_under_a_timeout(zoo, tmp
     metrics = result.metrics().query(MetricsFilter().with_namespace("beam_infer"))
     distributions = {m.key.metric.name: m.committed for m in metrics["distributions"]}
     assert distributions["saved_model_byte_size"].count == 1
+
+
+def test_the_byte_count_after_a_batch_reuses_its_split_and_counts_values_only(zoo, monkeypatch):
+    handler = _isolating(zoo.five)
+    model = handler.load_model()
+    examples = model_zoo.make_examples([1.0, 2.0, 3.0])
+    batch = [(f"k{i}", e) for i, e in enumerate(examples)]
+    value_bytes = sum(len(e.SerializeToString()) for e in examples)
+    splits = []
+    split = KeyedBatch.split
+    monkeypatch.setattr(KeyedBatch, "split",
+                        classmethod(lambda cls, b, k: splits.append(b) or split(b, k)))
+    handler.run_inference(batch, model)
+    assert handler.get_num_bytes(batch) == value_bytes
+    assert splits == [batch]  # Beam asks with the same list: not split a second time
+    # Any other batch (an equal copy, or the same one asked twice) is split and counted.
+    assert handler.get_num_bytes(list(batch)) == value_bytes
+    assert handler.get_num_bytes(batch) == value_bytes
+    assert len(splits) == 3
+
+
+def test_keyed_example_lists_are_counted_item_by_item_after_scoring(zoo):
+    handler = KeyedBatchesHandler(_isolating(zoo.five))
+    model = handler.load_model()
+    one, two, three = model_zoo.make_examples([1.0, 2.0, 3.0])
+    batch = [("a", [one, two]), ("b", three)]
+    outputs = handler.run_inference(batch, model)
+    assert [key for key, _ in outputs] == ["a", "b"] and len(outputs[0][1]) == 2
+    expected = sum(len(e.SerializeToString()) for e in (one, two, three))
+    assert handler.get_num_bytes(batch) == expected
+    assert handler.get_num_bytes(batch) == expected  # asked again: flattened again
+
+
+def test_what_a_handler_kept_of_its_last_batch_is_not_pickled():
+    last = LastBatch()
+    batch = [b"x"]
+    last.keep(batch, "values")
+    assert pickle.loads(pickle.dumps(last)).take(batch) is None
+    assert last.take([b"x"]) is None  # an equal list is another batch
+    last.keep(batch, "values")
+    assert last.take(batch) == "values" and last.take(batch) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import tensorflow as tf
 from apache_beam.typehints import typehints
@@ -41,3 +43,17 @@ def test_all_pairs_or_none_join_in_one_pass_and_an_empty_batch_splits():
     assert plain.values == [("a", 1)] and plain.join_all(["x"]) == ["x"]
     empty = KeyedBatch.split([], Keys.ALL)
     assert (empty.values, empty.keys, empty.join_all([])) == ([], [], [])
+
+
+def test_a_batch_of_tuples_of_other_lengths_splits_element_by_element():
+    split = KeyedBatch.split([("a", 1), ("b", 2, 3), ("c", 4)], Keys.PER_ELEMENT)
+    assert split.has_key == [True, False, True]
+    assert split.values == [1, ("b", 2, 3), 4] and split.keys == ["a", None, "c"]
+
+
+def test_a_tuple_subclass_of_two_is_a_pair_in_a_batch_as_alone():
+    Pair = collections.namedtuple("Pair", "key value")
+    batch = [Pair("a", b"1"), Pair("b", b"2")]
+    split = KeyedBatch.split(batch, Keys.PER_ELEMENT)
+    assert (split.keys, split.values) == (["a", "b"], [b"1", b"2"])
+    assert [Keys.PER_ELEMENT.split(e)[1:] for e in batch] == [("a", b"1"), ("b", b"2")]
