@@ -94,6 +94,8 @@ class KeyedBatch:
         """The elements that came without a key."""
         if self.has_key is None:
             return list(range(len(self.values)))
+        if all(self.has_key):  # the common case, found in C
+            return []
         return [i for i, k in enumerate(self.has_key) if not k]
 
     def join(self, i: int, output: Any) -> Any:
