@@ -23,6 +23,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import glob
 import itertools
@@ -317,7 +318,10 @@ class Bench:
         _ = (stepped
              | "Last" >> beam.ParDo(_Stamp("last", size)).with_output_types(stepped.element_type)
              | "Count" >> beam.combiners.Count.Globally())
-        with _PeakRss() as rss:
+        # Sampled only where reported: the sampler's thread reads /proc every 50 ms and
+        # would take the GIL from a pipeline running in this process.
+        rss = _PeakRss() if measure_memory else contextlib.nullcontext()
+        with rss:
             result = pipeline.run()
             result.wait_until_finish()
         metrics = result.metrics().query(beam.metrics.MetricsFilter().with_namespace("benchmark"))
