@@ -52,7 +52,7 @@ UNIT_MODULES = frozenset({
 })
 E2E_MODULES = frozenset({
     "test_batch_scoring_models", "test_batch_scoring_recipes", "test_batch_scoring_runs",
-    "test_benchmark_dead_letters_smoke", "test_benchmark_smoke",
+    "test_benchmark_dead_letters_smoke", "test_benchmark_handler_smoke", "test_benchmark_smoke",
     "test_benchmark_startup_smoke", "test_bigquery_preflight",
     "test_docs", "test_notebook", "test_pipelines_basic", "test_pipelines_batch_scoring",
     "test_pipelines_dead_letters", "test_pipelines_patterns", "test_pipelines_streaming",
