@@ -155,8 +155,8 @@ class _Run:
     def _encode(self) -> list[int]:
         inner = self._inner
         usable = list(range(len(self._batch)))
-        if self._handler.keys is Keys.ALL:
-            refused = set(self._split.not_pairs())
+        refused = set(self._split.not_pairs()) if self._handler.keys is Keys.ALL else None
+        if refused:
             for i in sorted(refused):
                 self._fail_with(i, not_a_pair(self._batch[i]))
             usable = [i for i in usable if i not in refused]
