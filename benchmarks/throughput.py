@@ -10,6 +10,7 @@ float32 arrays.
 A pipeline's rate is its elements over the span from the first element read to the last
 element out of the inference step, clocked inside the pipeline, so runner and worker
 start and model loading are outside the clock, as they are outside the direct loop's.
+Each row is its best of ``--repeat`` runs, made in rounds over the rows of its table.
 "vs loop + floor" compares with the best a pipeline can do: the direct loop's time per
 element plus the read-only pipeline's. Every variant batches ``--batch_size`` elements
 (``BatchConfig(min_batch_size=B, max_batch_size=B)``), except tfx-bsl's own
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import glob
 import itertools
 import os
@@ -297,12 +299,33 @@ class Bench:
 
         ``batched``: the elements leaving ``step`` are batches, counted by their size.
         """
-        rows = [self._run(name, data, read, step, options, measure_memory, batched)
-                for _ in range(self.repeat)]
-        return max(rows, key=lambda row: row.rate if row.rate == row.rate else -1)
+        return self.best_of_rounds([self.run(name, data, read, step, options,
+                                             measure_memory, batched)])[0]
 
-    def direct_loop(self, function, batches: Sequence[Sequence[bytes]], decode) -> float:
-        return max(direct_loop(function, batches, decode) for _ in range(self.repeat))
+    def run(self, name: str, data: Data,
+            read: Callable[[beam.Pipeline, str], beam.PCollection],
+            step: Callable[[beam.PCollection], object] = lambda pcoll: pcoll,
+            options: Sequence[str] = (), measure_memory: bool = False,
+            batched: bool = False) -> Callable[[], Row]:
+        """One run of the pipeline ``pipeline`` measures, to be made by ``best_of_rounds``."""
+        return functools.partial(self._run, name, data, read, step, options, measure_memory,
+                                 batched)
+
+    def best_of_rounds(self, runs: Sequence[Callable[[], Row]]) -> list[Row]:
+        """Each run's best row of ``repeat``, made round by round: every run once, then
+        every run again.
+
+        The machine's pace drifts over minutes (it halved within an hour on 2026-12-02);
+        rows measured one after the other's repeats would compare different paces, while
+        rounds give every row of a table a run in each stretch.
+        """
+        best: list[Row | None] = [None] * len(runs)
+        for _ in range(self.repeat):
+            for i, run in enumerate(runs):
+                row = run()
+                if best[i] is None or _rate(row) > _rate(best[i]):
+                    best[i] = row
+        return [row for row in best if row is not None]
 
     def _run(self, name: str, data: Data,
              read: Callable[[beam.Pipeline, str], beam.PCollection],
@@ -339,6 +362,10 @@ class Bench:
             name += f", overlap {max(busy, 0) / longest:.0%}"
         return Row(name, rate, _load_count(result),
                    rss.peak_worker_mb if measure_memory else None)
+
+
+def _rate(row: Row) -> float:
+    return row.rate if row.rate == row.rate else -1.0  # NaN (nothing measured) is worst
 
 
 def _load_count(result) -> int | None:
@@ -434,8 +461,11 @@ def bench_multiplier(bench: Bench, n: int, batch: int, *, tf_data_read: bool) ->
     records = [models.make_example(float(i % 1000)).SerializeToString() for i in range(n)]
     data = Data.write(os.path.join(bench.work_dir, "five_data"), records)
     function = tf.saved_model.load(path).signatures["serving_default"]
-    loop = bench.direct_loop(function, _batches(records, batch),
-                       lambda b: {"examples": tf.constant(np.array(b, dtype=object))})
+    batches = _batches(records, batch)
+
+    def loop() -> Row:
+        return Row("direct loop (the limit)", direct_loop(
+            function, batches, lambda b: {"examples": tf.constant(np.array(b, dtype=object))}))
 
     def read(p: beam.Pipeline, files: str) -> beam.PCollection:
         if tf_data_read:
@@ -446,13 +476,13 @@ def bench_multiplier(bench: Bench, n: int, batch: int, *, tf_data_read: bool) ->
         return records | "Key" >> beam.Map(with_key).with_output_types(tuple[bytes, bytes])
 
     engine = base.KeyedModelHandler(_DoNothingHandler(batch))
-    rows = [Row("direct loop (the limit)", loop),
-            bench.pipeline("read and key only (runner floor)", data, read),
-            bench.pipeline("Beam RunInference, a handler that scores nothing (engine only)",
-                           data, read, lambda pcoll: pcoll | base.RunInference(engine))]
+    runs = [loop,
+            bench.run("read and key only (runner floor)", data, read),
+            bench.run("Beam RunInference, a handler that scores nothing (engine only)",
+                      data, read, lambda pcoll: pcoll | base.RunInference(engine))]
     for name, step in _variants(path, batch, (), keyed=True, with_tfx=True):
-        rows.append(bench.pipeline(name, data, read, step))
-    return rows
+        runs.append(bench.run(name, data, read, step))
+    return bench.best_of_rounds(runs)
 
 
 def batch_records(batch: tf.Tensor) -> list[bytes]:
@@ -474,12 +504,17 @@ def bench_mlp(bench: Bench, n: int, batch: int, *, dense: bool, two_workers: boo
     records = [v.tobytes() for v in values] if dense else [mlp_example(v) for v in values]
     data = Data.write(os.path.join(bench.work_dir, f"mlp_{kind}"), records)
     loaded = tf.saved_model.load(path)
+    batches = _batches(records, batch)
     if dense:
-        loop = bench.direct_loop(loaded.signatures["dense"], _batches(records, batch),
-                           lambda b: {"x": tf.constant(np.stack([decode_dense(r) for r in b]))})
+        function = loaded.signatures["dense"]
+
+        def decode(b: Sequence[bytes]) -> dict[str, tf.Tensor]:
+            return {"x": tf.constant(np.stack([decode_dense(r) for r in b]))}
     else:
-        loop = bench.direct_loop(loaded.signatures["serving_default"], _batches(records, batch),
-                           lambda b: {"examples": tf.constant(np.array(b, dtype=object))})
+        function = loaded.signatures["serving_default"]
+
+        def decode(b: Sequence[bytes]) -> dict[str, tf.Tensor]:
+            return {"examples": tf.constant(np.array(b, dtype=object))}
 
     def read(p: beam.Pipeline, files: str) -> beam.PCollection:
         pcoll = p | "Read" >> beam.io.ReadFromTFRecord(files)
@@ -502,18 +537,16 @@ def bench_mlp(bench: Bench, n: int, batch: int, *, dense: bool, two_workers: boo
         return batches | "Decode" >> beam.Map(decode_dense_batch).with_output_types(
             tf.Tensor) if dense else batches
 
-    function = loaded.signatures["dense" if dense else "serving_default"]
-    direct_loop_reading(function, data.pattern, batch, "x" if dense else "examples", dense)
-    loop_reading = max(
-        direct_loop_reading(function, data.pattern, batch, "x" if dense else "examples", dense)
-        for _ in range(bench.repeat))
-    rows = [Row("direct loop (the limit)", loop),
-            bench.pipeline("read only (runner floor)", data, read),
-            Row(LOOP_READING, loop_reading)]
+    alias = "x" if dense else "examples"
+    direct_loop_reading(function, data.pattern, batch, alias, dense)  # warm the files
+    runs = [lambda: Row("direct loop (the limit)", direct_loop(function, batches, decode)),
+            bench.run("read only (runner floor)", data, read),
+            lambda: Row(LOOP_READING, direct_loop_reading(function, data.pattern, batch, alias,
+                                                          dense))]
     steps = _variants(path, batch, ("dense",) if dense else (), keyed=False,
                       with_tfx=not dense)
     for name, step in steps:
-        rows.append(bench.pipeline(name, data, read, step))
+        runs.append(bench.run(name, data, read, step))
     spec = _spec(path, batch, ("dense",) if dense else ())
     logs = bi.RunInference(spec).on_batches()
     lean = bi.RunInference(spec, output=bi.Output.RESULT).on_batches()
@@ -522,38 +555,39 @@ def bench_mlp(bench: Bench, n: int, batch: int, *, dense: bool, two_workers: boo
         reads += [("ReadFromTFRecord + BatchElements", read_batch_elements),
                   ("TFXIO BeamSource", read_tfxio)]
     for label, batched_read in reads:
-        rows.append(bench.pipeline(f"read batches only ({label})", data, batched_read,
-                                   batched=True))
+        runs.append(bench.run(f"read batches only ({label})", data, batched_read,
+                              batched=True))
     if not dense:
         for label, batched_read in reads:
-            rows.append(bench.pipeline(f"beam_infer on_batches PredictionLog ({label})",
-                                       data, batched_read, lambda pc: pc | logs,
-                                       batched=True))
-    rows.append(bench.pipeline("beam_infer on_batches lean (bi.ReadTFRecordBatches)", data,
-                               read_files, lambda pc: pc | lean, batched=True))
+            runs.append(bench.run(f"beam_infer on_batches PredictionLog ({label})",
+                                  data, batched_read, lambda pc: pc | logs, batched=True))
+    runs.append(bench.run("beam_infer on_batches lean (bi.ReadTFRecordBatches)", data,
+                          read_files, lambda pc: pc | lean, batched=True))
+    one_worker = len(runs)
     if two_workers:
-        one, one_batched = rows[len(steps) + 2], rows[-1]
         # Each worker's TensorFlow gets its share of the cores, as docs/sizing.md advises
         # (by default each process's pools take every core, and two pre-batched workers
         # then ran slower than one).
         threads = max(1, (os.cpu_count() or 2) // 2)
         shared = dataclasses.replace(spec, intra_op_threads=threads)
         lean_shared = bi.RunInference(shared, output=bi.Output.RESULT)
-        floor = bench.pipeline("read only, 2 workers (TF imported)", data, read,
-                               lambda pcoll: pcoll | beam.ParDo(_ImportTensorFlow()),
-                               TWO_WORKERS, measure_memory=True)
-        both = bench.pipeline(f"beam_infer lean, 2 workers, intra_op_threads={threads}", data,
-                              read, lambda pc: pc | lean_shared, TWO_WORKERS,
-                              measure_memory=True)
-        both_batched = bench.pipeline(
-            f"beam_infer on_batches lean (bi.ReadTFRecordBatches), 2 workers, "
-            f"intra_op_threads={threads}", data, read_files,
-            lambda pc: pc | lean_shared.on_batches(), TWO_WORKERS, measure_memory=True,
-            batched=True)
-        for row, single in ((both, one), (both_batched, one_batched)):
+        runs += [
+            bench.run("read only, 2 workers (TF imported)", data, read,
+                      lambda pcoll: pcoll | beam.ParDo(_ImportTensorFlow()), TWO_WORKERS,
+                      measure_memory=True),
+            bench.run(f"beam_infer lean, 2 workers, intra_op_threads={threads}", data, read,
+                      lambda pc: pc | lean_shared, TWO_WORKERS, measure_memory=True),
+            bench.run(f"beam_infer on_batches lean (bi.ReadTFRecordBatches), 2 workers, "
+                      f"intra_op_threads={threads}", data, read_files,
+                      lambda pc: pc | lean_shared.on_batches(), TWO_WORKERS,
+                      measure_memory=True, batched=True)]
+    rows = bench.best_of_rounds(runs)
+    if two_workers:
+        # The per-element lean row (the last of the steps) and the pre-batched lean one.
+        one, one_batched = rows[2 + len(steps)], rows[one_worker - 1]
+        for row, single in ((rows[-2], one), (rows[-1], one_batched)):
             row.name += f" ({row.rate / single.rate:.2f}x one worker)" \
                 if row.rate > 0 and single.rate > 0 else ""
-        rows += [floor, both, both_batched]
     return rows
 
 
@@ -617,8 +651,9 @@ def main(argv: Sequence[str] | None = None) -> str:
     model_mb = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in
                    os.walk(os.path.join(work_dir, "mlp")) for f in fs) / 2**20
     report = "\n\n".join(tables) + (
-        f"\n\nbatch size {args.batch_size}; best of {args.repeat} runs; rates clocked from "
-        f"first read to last inferred element; MLP SavedModel {model_mb:.1f} MB on disk; "
+        f"\n\nbatch size {args.batch_size}; best of {args.repeat} runs in rounds; rates "
+        f"clocked from first read to last inferred element; MLP SavedModel {model_mb:.1f} MB "
+        f"on disk; "
         f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
     print(report)
     return report

@@ -69,3 +69,19 @@ def test_smoke_run_prints_every_variant_and_one_load_per_worker(tmp_path, monkey
                for cells in table.values())
     assert float(dense[f"beam_infer lean, 2 workers, {shared}"][6].replace(",", "")) > 0  # RSS MB
     assert "batch size 64" in report
+
+
+def test_repeats_are_made_in_rounds_and_each_row_keeps_its_best(tmp_path):
+    calls = []
+    rates = {"a": iter([3.0, 5.0, 4.0]), "b": iter([float("nan"), 2.0, 1.0])}
+
+    def run(name):
+        def once():
+            calls.append(name)
+            return throughput.Row(name, next(rates[name]))
+        return once
+
+    bench = throughput.Bench(str(tmp_path), repeat=3)
+    rows = bench.best_of_rounds([run("a"), run("b")])
+    assert calls == ["a", "b"] * 3  # every row once per round, not its repeats together
+    assert [(r.name, r.rate) for r in rows] == [("a", 5.0), ("b", 2.0)]
