@@ -14,7 +14,7 @@ batch, in one process, against two baselines:
 
 Each row is ``run_inference(batch)`` then ``get_num_bytes(batch)``, as Beam's
 RunInference DoFn calls them, in µs per element: the least of ``--rounds`` rounds of
-``--batches`` calls each (interleaved, so a slow moment of the machine hits every row).
+``--calls`` calls each (interleaved, so a slow moment of the machine hits every row).
 The stage rows time the same handler's parts on their own: splitting keys, encoding,
 the model call through beam_infer's servable, building the outputs. Declared keys
 (``Tuple[bytes, bytes]``) and undeclared ones (``Any``: pairs found element by element,

@@ -653,8 +653,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     report = "\n\n".join(tables) + (
         f"\n\nbatch size {args.batch_size}; best of {args.repeat} runs in rounds; rates "
         f"clocked from first read to last inferred element; MLP SavedModel {model_mb:.1f} MB "
-        f"on disk; "
-        f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
+        f"on disk; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
     print(report)
     return report
 
